@@ -1,0 +1,176 @@
+"""Normalisation fitted on training stays only, and saved beside every model.
+
+Values: per variable, clip to the training data's [0.1 %, 99.9 %] quantiles (robust to the
+outliers that survive plausibility checks), then z-score with the clipped training mean and sd.
+Time: hours scaled to [-1, 1] over the observation window. Statics: numeric columns z-scored
+with a missing indicator; categorical columns one-hot over the training categories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from hymate.data.schema import EventData
+from hymate.errors import DataError
+
+CLIP_QUANTILES = (0.001, 0.999)
+
+
+@dataclass
+class Normalizer:
+    variables: list[str]  # vocabulary; variable i is encoded as i + 1 (0 is padding)
+    value_lo: list[float]
+    value_hi: list[float]
+    value_mean: list[float]
+    value_std: list[float]
+    window_hours: float
+    static_numeric: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (mean, sd)
+    static_categorical: dict[str, list[int]] = field(default_factory=dict)  # name -> categories
+
+    # --- fitting ------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        data: EventData,
+        train_ids: list[int] | np.ndarray,
+        window_hours: float,
+        categorical: tuple[str, ...] = (),
+    ) -> Normalizer:
+        ids = pl.Series(np.asarray(train_ids, dtype=np.int64)).implode()
+        events = data.events.filter(pl.col("stay_id").is_in(ids))
+        if events.height == 0:
+            raise DataError("cannot fit normalisation: the training stays have no events")
+        lo_q, hi_q = CLIP_QUANTILES
+        stats = (
+            events.group_by("variable")
+            .agg(
+                pl.col("value").quantile(lo_q, "linear").alias("lo"),
+                pl.col("value").quantile(hi_q, "linear").alias("hi"),
+            )
+            .join(events, on="variable")
+            .with_columns(pl.col("value").clip(pl.col("lo"), pl.col("hi")))
+            .group_by("variable")
+            .agg(pl.col("lo").first(), pl.col("hi").first(), pl.col("value").mean().alias("mean"),
+                 pl.col("value").std(ddof=0).alias("std"))
+            .sort("variable")
+        )  # fmt: skip
+        std = [s if s and s > 1e-8 else 1.0 for s in stats.get_column("std").to_list()]
+        statics = data.statics.filter(pl.col("stay_id").is_in(ids))
+        numeric, cats = {}, {}
+        for col in statics.columns:
+            if col == "stay_id":
+                continue
+            values = statics.get_column(col).drop_nulls()
+            if col in categorical:
+                cats[col] = sorted(int(v) for v in values.unique().to_list())
+            else:
+                mean = float(values.mean()) if len(values) else 0.0
+                sd = float(values.std(ddof=0)) if len(values) > 1 else 1.0
+                numeric[col] = (mean, sd if sd > 1e-8 else 1.0)
+        return cls(
+            variables=stats.get_column("variable").to_list(),
+            value_lo=stats.get_column("lo").to_list(),
+            value_hi=stats.get_column("hi").to_list(),
+            value_mean=stats.get_column("mean").to_list(),
+            value_std=std,
+            window_hours=window_hours,
+            static_numeric=numeric,
+            static_categorical=cats,
+        )
+
+    # --- applying -----------------------------------------------------------------------
+    @property
+    def n_variables(self) -> int:
+        return len(self.variables)
+
+    @property
+    def static_names(self) -> list[str]:
+        names = []
+        for col in self.static_numeric:
+            names += [col, f"{col}_missing"]
+        for col, categories in self.static_categorical.items():
+            names += [f"{col}={c}" for c in categories]
+        return names
+
+    def encode_events(self, events: pl.DataFrame, unknown: str = "error") -> pl.DataFrame:
+        """Add var_idx (1..V), z (normalised value) and t (time in [-1, 1]) columns.
+
+        `unknown` says what to do with variables outside the vocabulary: "error" raises, "drop"
+        removes them (callers compare row counts to report how many were dropped).
+        """
+        vocab = pl.DataFrame(
+            {
+                "variable": self.variables,
+                "var_idx": np.arange(1, self.n_variables + 1, dtype=np.int32),
+                "_lo": self.value_lo, "_hi": self.value_hi,
+                "_mean": self.value_mean, "_std": self.value_std,
+            }
+        )  # fmt: skip
+        joined = events.join(vocab, on="variable", how="left", maintain_order="left")
+        unknown_rows = joined.filter(pl.col("var_idx").is_null())
+        if unknown_rows.height:
+            names = sorted(unknown_rows.get_column("variable").unique().to_list())
+            if unknown == "error":
+                raise DataError(
+                    f"{unknown_rows.height} events have variables the model was not trained on: {names[:20]}"
+                )
+            joined = joined.filter(pl.col("var_idx").is_not_null())
+        bad = joined.filter(pl.col("value").is_nan() | pl.col("value").is_infinite() | pl.col("time").is_nan())
+        if bad.height:
+            raise DataError(f"{bad.height} events have NaN or infinite values or times, e.g. {bad.head(3).rows()}")
+        return joined.select(
+            "stay_id",
+            "time",
+            "var_idx",
+            ((pl.col("value").clip(pl.col("_lo"), pl.col("_hi")) - pl.col("_mean")) / pl.col("_std"))
+            .cast(pl.Float32)
+            .alias("z"),
+            (2.0 * pl.col("time") / self.window_hours - 1.0).cast(pl.Float32).alias("t"),
+        )
+
+    def encode_statics(self, statics: pl.DataFrame) -> np.ndarray:
+        """Return a float32 matrix [rows of `statics`, len(static_names)]."""
+        missing = [c for c in [*self.static_numeric, *self.static_categorical] if c not in statics.columns]
+        if missing:
+            raise DataError(f"statics lack columns {missing} that the model was fitted with")
+        exprs = []
+        for col, (mean, sd) in self.static_numeric.items():
+            exprs += [
+                ((pl.col(col).cast(pl.Float64) - mean) / sd).fill_null(0.0).fill_nan(0.0).alias(col),
+                pl.col(col).is_null().cast(pl.Float64).alias(f"{col}_missing"),
+            ]
+        for col, categories in self.static_categorical.items():
+            exprs += [(pl.col(col) == c).fill_null(False).cast(pl.Float64).alias(f"{col}={c}") for c in categories]
+        if not exprs:
+            return np.zeros((statics.height, 0), dtype=np.float32)
+        return statics.select(exprs).to_numpy().astype(np.float32)
+
+    # --- persistence --------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Normalizer:
+        raw = json.loads(text)
+        raw["static_numeric"] = {k: tuple(v) for k, v in raw["static_numeric"].items()}
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> Normalizer:
+        return cls.from_json(path.read_text())
+
+    def __post_init__(self) -> None:
+        n = len(self.variables)
+        if not all(len(x) == n for x in (self.value_lo, self.value_hi, self.value_mean, self.value_std)):
+            raise DataError("normaliser statistics do not match its vocabulary length")
+        if not (self.window_hours > 0 and math.isfinite(self.window_hours)):
+            raise DataError(f"window_hours must be a positive number, got {self.window_hours}")

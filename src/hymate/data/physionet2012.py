@@ -1,0 +1,321 @@
+"""Reader for the PhysioNet/CinC Challenge 2012 ("Predicting mortality of ICU patients").
+
+Official layout: ``set-{a,b,c}/<RecordID>.txt`` with ``Time,Parameter,Value`` lines (time as
+HH:MM since ICU admission, first 48 h) and ``Outcomes-{a,b,c}.txt``. The first lines of a
+record are descriptors at 00:00 (RecordID, Age, Gender, Height, ICUType, Weight); -1 means
+missing. Later Weight lines are time-series measurements.
+
+Parsing is vectorised: every record's lines are tagged with the record's index and parsed in
+one Polars frame, so 12,000 files (5.3 M lines) take seconds. Nothing is dropped silently:
+every rejected line is counted by reason, with examples, in ``EventData.report``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+from rich.progress import Progress
+
+from hymate.data.schema import EventData
+from hymate.data.sources import Source
+from hymate.errors import DataError, DataNotFoundError
+
+NAME = "physionet2012"
+READER_VERSION = 1  # bump when parsing changes, so cached preparations are rebuilt
+WINDOW_HOURS = 48.0
+SETS = ("a", "b", "c")
+
+TIME_SERIES_VARIABLES = (
+    "ALP", "ALT", "AST", "Albumin", "BUN", "Bilirubin", "Cholesterol", "Creatinine",
+    "DiasABP", "FiO2", "GCS", "Glucose", "HCO3", "HCT", "HR", "K", "Lactate", "MAP",
+    "MechVent", "Mg", "NIDiasABP", "NIMAP", "NISysABP", "Na", "PaCO2", "PaO2", "Platelets",
+    "RespRate", "SaO2", "SysABP", "Temp", "TroponinI", "TroponinT", "Urine", "WBC", "Weight", "pH",
+)  # fmt: skip
+DESCRIPTORS = ("Age", "Gender", "Height", "ICUType", "Weight")
+OUTCOME_COLUMNS = ("RecordID", "SAPS-I", "SOFA", "Length_of_stay", "Survival", "In-hospital_death")
+
+# Hard physiological limits. A value outside is a recording error (e.g. Temp -17.8, a 0 degF
+# conversion; pH 735 for 7.35) and is dropped and counted, not learned from.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "HR": (1, 300), "Temp": (15, 46), "pH": (6.0, 8.5), "RespRate": (0, 120),
+    "SysABP": (1, 350), "DiasABP": (1, 300), "MAP": (1, 300),
+    "NISysABP": (1, 350), "NIDiasABP": (1, 300), "NIMAP": (1, 300),
+    "SaO2": (1, 100), "FiO2": (0.1, 1.0), "GCS": (3, 15), "Weight": (1, 400), "Height": (50, 250),
+    "Age": (0, 130), "Gender": (0, 1), "ICUType": (1, 4), "Urine": (0, 20000),
+}  # fmt: skip
+MISSING_SENTINEL = -1.0
+
+_RECORD_RE = re.compile(r"(?:^|/)set-([abc])/([^/]+)\.txt$")
+_OUTCOME_RE = re.compile(r"(?:^|/)Outcomes-([abc])\.txt$")
+_HEADER = b"Time,Parameter,Value"
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class _RawRecords:
+    paths: list[str]  # 'set-a/132539.txt', index = record index
+    groups: list[str]  # set letter per record
+    lines: pl.DataFrame  # columns: rec (i32), line (i32, 1-based file line), text (str)
+    outcomes: dict[str, bytes]  # set letter -> file bytes
+    bad_headers: list[str]
+
+
+def wanted(path: str) -> bool:
+    return bool(_RECORD_RE.search(path) or _OUTCOME_RE.search(path))
+
+
+def read(source: Source, progress: bool = True) -> EventData:
+    """Read PhysioNet 2012 from a folder or archive(s) into the common event model."""
+    raw = _collect(source, progress)
+    if not raw.paths:
+        raise DataNotFoundError(
+            f"no PhysioNet 2012 records (set-a/<RecordID>.txt ...) found under {source.root}"
+        )
+    return _parse(raw, source)
+
+
+# --------------------------------------------------------------------------------------
+# Pass 1: gather bytes and tag every line with its record index.
+# --------------------------------------------------------------------------------------
+def _collect(source: Source, progress: bool) -> _RawRecords:
+    paths: list[str] = []
+    groups: list[str] = []
+    chunks: list[bytes] = []
+    outcomes: dict[str, bytes] = {}
+    bad_headers: list[str] = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("reading PhysioNet 2012 files", total=12_003)
+        for path, data in source.iter_files(wanted):
+            bar.advance(task)
+            if m := _OUTCOME_RE.search(path):
+                if m.group(1) in outcomes:
+                    raise DataError(f"two Outcomes-{m.group(1)}.txt files found under {source.root}")
+                outcomes[m.group(1)] = data
+                continue
+            m = _RECORD_RE.search(path)
+            short = f"set-{m.group(1)}/{m.group(2)}.txt"
+            data = data.replace(b"\r\n", b"\n")
+            head, _, body = data.partition(b"\n")
+            if head.strip() != _HEADER:
+                bad_headers.append(short)
+                continue
+            rec = len(paths)
+            paths.append(short)
+            groups.append(m.group(1))
+            body = body.rstrip(b"\n")
+            if body:
+                prefix = b"%d\x02" % rec
+                chunks.append(prefix + body.replace(b"\n", b"\n" + prefix) + b"\n")
+    buffer = b"".join(chunks)
+    if buffer:
+        text = pl.read_csv(
+            buffer, has_header=False, separator="\x01", quote_char=None,
+            schema={"raw": pl.String},
+        )  # fmt: skip
+        lines = text.select(
+            pl.col("raw").str.splitn("\x02", 2).struct.rename_fields(["rec", "text"])
+        ).unnest("raw")
+        lines = lines.with_columns(pl.col("rec").cast(pl.Int32)).with_columns(
+            (pl.int_range(pl.len()).over("rec") + 2).cast(pl.Int32).alias("line")
+        )
+    else:
+        lines = pl.DataFrame(schema={"rec": pl.Int32, "text": pl.String, "line": pl.Int32})
+    return _RawRecords(paths, groups, lines, outcomes, bad_headers)
+
+
+# --------------------------------------------------------------------------------------
+# Pass 2: parse, validate and split into descriptors / events, all vectorised.
+# --------------------------------------------------------------------------------------
+def _parse(raw: _RawRecords, source: Source) -> EventData:
+    skipped: dict[str, dict] = {}
+    paths = pl.Series("path", raw.paths)
+
+    def skip(reason: str, rows: pl.DataFrame) -> None:
+        """Count rejected lines under `reason`, keeping a few located examples."""
+        if rows.height == 0:
+            return
+        ex = rows.head(_EXAMPLES).with_columns(pl.col("rec").map_elements(lambda r: raw.paths[r], return_dtype=pl.String))
+        entry = skipped.setdefault(reason, {"count": 0, "examples": []})
+        entry["count"] += rows.height
+        entry["examples"] += [f"{p} line {ln}: {t!r}" for p, ln, t in ex.select("rec", "line", "text").iter_rows()]
+        entry["examples"] = entry["examples"][:_EXAMPLES]
+
+    parts = raw.lines.with_columns(
+        pl.col("text").str.splitn(",", 3).struct.rename_fields(["t", "parameter", "v"]).alias("f")
+    ).unnest("f")
+    hhmm = pl.col("t").str.strip_chars().str.extract_groups(r"^(\d{1,3}):(\d{2})$")
+    parts = parts.with_columns(
+        (hhmm.struct.field("1").cast(pl.Float64) + hhmm.struct.field("2").cast(pl.Float64) / 60.0).alias("time"),
+        pl.col("parameter").str.strip_chars(),
+        pl.col("v").str.strip_chars().cast(pl.Float64, strict=False).alias("value"),
+    )
+    malformed = pl.col("v").is_null()
+    skip("malformed line (expected Time,Parameter,Value)", parts.filter(malformed))
+    parts = parts.filter(~malformed)
+    bad_time = pl.col("time").is_null()
+    skip("unparseable time (expected HH:MM)", parts.filter(bad_time))
+    parts = parts.filter(~bad_time)
+    bad_value = pl.col("value").is_null() | pl.col("value").is_nan() | pl.col("value").is_infinite()
+    skip("non-numeric, NaN or infinite value", parts.filter(bad_value & (pl.col("parameter") != "RecordID")))
+    parts = parts.filter(~bad_value | (pl.col("parameter") == "RecordID"))
+
+    known = set(TIME_SERIES_VARIABLES) | set(DESCRIPTORS) | {"RecordID"}
+    unknown = parts.filter(~pl.col("parameter").is_in(known))
+    for name, rows in unknown.group_by("parameter", maintain_order=True):
+        skip(f"unknown parameter {name[0]!r}", rows)
+    parts = parts.filter(pl.col("parameter").is_in(known))
+
+    # --- record identity -------------------------------------------------------------
+    ids = parts.filter(pl.col("parameter") == "RecordID").group_by("rec").agg(pl.col("v").first().alias("rid"))
+    ids = ids.with_columns(pl.col("rid").str.strip_chars().cast(pl.Int64, strict=False).alias("stay_id"))
+    stems = pl.DataFrame({"rec": pl.Series(range(len(raw.paths)), dtype=pl.Int32), "path": paths, "group": raw.groups})
+    stems = stems.with_columns(pl.col("path").str.extract(r"/([^/]+)\.txt$").alias("stem"))
+    records = stems.join(ids, on="rec", how="left")
+    excluded: dict[str, list] = {}
+    no_id = records.filter(pl.col("stay_id").is_null())
+    if no_id.height:
+        excluded["no valid RecordID line"] = no_id.get_column("path").to_list()
+    mismatch = records.filter(pl.col("stay_id").is_not_null() & (pl.col("stay_id").cast(pl.String) != pl.col("stem")))
+    if mismatch.height:
+        excluded["RecordID differs from file name"] = mismatch.get_column("path").to_list()
+    records = records.filter(pl.col("stay_id").is_not_null() & (pl.col("stay_id").cast(pl.String) == pl.col("stem")))
+    dupes = records.filter(pl.col("stay_id").is_duplicated())
+    if dupes.height:
+        raise DataError(f"RecordIDs appear in more than one file: {sorted(dupes.get_column('path').to_list())[:10]}")
+    if raw.bad_headers:
+        excluded["header is not 'Time,Parameter,Value'"] = raw.bad_headers
+    parts = parts.join(records.select("rec", "stay_id"), on="rec", how="inner")
+
+    # --- descriptors (statics): the first line of each at 00:00; -1 means missing ------
+    parts = parts.with_columns(
+        (pl.col("line") == pl.col("line").min().over("rec", "parameter")).alias("first_of_kind")
+    )
+    is_descriptor = (
+        pl.col("parameter").is_in(DESCRIPTORS) & pl.col("first_of_kind") & (pl.col("time") == 0.0)
+    )
+    descriptors = parts.filter(is_descriptor)
+    extra = parts.filter(pl.col("parameter").is_in(["Age", "Gender", "Height", "ICUType"]) & ~is_descriptor)
+    skip("repeated or late descriptor line (only the first, at 00:00, is used)", extra)
+    descriptors = descriptors.filter(pl.col("value") != MISSING_SENTINEL)
+    descriptors = _drop_implausible(descriptors, skip, "descriptor")
+    statics = (
+        descriptors.pivot(on="parameter", index="stay_id", values="value", aggregate_function="first")
+        if descriptors.height
+        else pl.DataFrame({"stay_id": []}, schema={"stay_id": pl.Int64})
+    )
+    statics = records.select("stay_id").join(statics, on="stay_id", how="left")
+    for col in DESCRIPTORS:
+        if col not in statics.columns:
+            statics = statics.with_columns(pl.lit(None, dtype=pl.Float64).alias(col))
+    statics = statics.select(
+        "stay_id",
+        pl.col("Age").alias("age"),
+        pl.col("Gender").cast(pl.Int8).alias("gender"),
+        pl.col("Height").alias("height"),
+        pl.col("ICUType").cast(pl.Int8).alias("icu_type"),
+        pl.col("Weight").alias("weight"),
+    )
+
+    # --- time series -------------------------------------------------------------------
+    ts = parts.filter(pl.col("parameter").is_in(TIME_SERIES_VARIABLES) & ~is_descriptor)
+    skip("missing-value sentinel -1 in a time series", ts.filter(pl.col("value") == MISSING_SENTINEL))
+    ts = ts.filter(pl.col("value") != MISSING_SENTINEL)
+    outside = (pl.col("time") < 0) | (pl.col("time") > WINDOW_HOURS)
+    skip(f"time outside the first {WINDOW_HOURS:g} h", ts.filter(outside))
+    ts = _drop_implausible(ts.filter(~outside), skip, "measurement")
+    events = ts.select(
+        "stay_id", "time", pl.col("parameter").alias("variable"), "value"
+    ).sort("stay_id", "time", "variable", maintain_order=True)
+
+    # --- stays, labels ---------------------------------------------------------------
+    counts = events.group_by("stay_id").len("n_events")
+    stays = records.select("stay_id", pl.col("group").alias("split_group")).join(counts, on="stay_id", how="left")
+    stays = stays.with_columns(pl.col("n_events").fill_null(0).cast(pl.Int64))
+    empty = stays.filter(pl.col("n_events") == 0)
+    if empty.height:
+        excluded["no time series"] = sorted(empty.get_column("stay_id").to_list())
+    stays = stays.filter(pl.col("n_events") > 0)
+
+    outcomes = _read_outcomes(raw.outcomes, source)
+    outcome_sets = sorted(raw.outcomes)
+    in_labelled_sets = pl.col("split_group").is_in(outcome_sets)
+    joined = stays.join(outcomes.select("stay_id", "label"), on="stay_id", how="left")
+    unlabelled = joined.filter(pl.col("label").is_null() & in_labelled_sets)
+    if unlabelled.height:
+        excluded["no outcome in Outcomes file"] = sorted(unlabelled.get_column("stay_id").to_list())
+    stays = joined.filter(pl.col("label").is_not_null() | ~in_labelled_sets).drop("label").sort("stay_id")
+    labels = (
+        stays.join(outcomes, on="stay_id", how="inner")
+        .select("stay_id", pl.lit(WINDOW_HOURS).alias("prediction_time"), "label")
+        .sort("stay_id")
+    )
+    orphan = outcomes.join(records.select("stay_id"), on="stay_id", how="anti")
+
+    keep = stays.get_column("stay_id")
+    events = events.filter(pl.col("stay_id").is_in(keep.implode()))
+    statics = statics.filter(pl.col("stay_id").is_in(keep.implode())).sort("stay_id")
+
+    per_set = (
+        outcomes.group_by("split_group").agg(pl.len().alias("records"), pl.col("label").sum().alias("deaths"))
+        .sort("split_group")
+    )  # fmt: skip
+    report = {
+        "source": str(source.root),
+        "records_read": len(raw.paths) + len(raw.bad_headers),
+        "stays": stays.height,
+        "events": events.height,
+        "outcomes_per_set": {g: {"records": r, "deaths": d} for g, r, d in per_set.iter_rows()},
+        "outcome_rows_without_record": orphan.height,
+        "excluded_stays": {k: {"count": len(v), "ids": v[:50]} for k, v in excluded.items()},
+        "skipped_lines": skipped,
+    }
+    return EventData(name=NAME, events=events, statics=statics, labels=labels, stays=stays, report=report)
+
+
+def _drop_implausible(frame: pl.DataFrame, skip, kind: str) -> pl.DataFrame:
+    ranges = pl.DataFrame(
+        [(k, float(lo), float(hi)) for k, (lo, hi) in PLAUSIBLE_RANGES.items()],
+        schema={"parameter": pl.String, "_lo": pl.Float64, "_hi": pl.Float64},
+        orient="row",
+    )
+    flagged = frame.join(ranges, on="parameter", how="left", maintain_order="left").with_columns(
+        ((pl.col("value") < pl.col("_lo")) | (pl.col("value") > pl.col("_hi"))).fill_null(False).alias("_bad")
+    )
+    for name, rows in flagged.filter(pl.col("_bad")).group_by("parameter", maintain_order=True):
+        skip(f"implausible {name[0]} {kind} (outside {PLAUSIBLE_RANGES[name[0]]})", rows)
+    return flagged.filter(~pl.col("_bad")).drop("_bad", "_lo", "_hi")
+
+
+def _read_outcomes(files: dict[str, bytes], source: Source) -> pl.DataFrame:
+    if not files:
+        raise DataNotFoundError(
+            f"no Outcomes-a/b/c.txt found under {source.root}: labels (In-hospital_death) come from them"
+        )
+    frames = []
+    for group, data in sorted(files.items()):
+        try:
+            frame = pl.read_csv(data, infer_schema=False)
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"Outcomes-{group}.txt is not a readable CSV: {exc}") from None
+        missing = [c for c in ("RecordID", "In-hospital_death") if c not in frame.columns]
+        if missing:
+            raise DataError(f"Outcomes-{group}.txt lacks columns {missing}; expected {list(OUTCOME_COLUMNS)}")
+        frame = frame.select(
+            pl.col("RecordID").str.strip_chars().cast(pl.Int64, strict=False).alias("stay_id"),
+            pl.col("In-hospital_death").str.strip_chars().alias("raw_label"),
+            pl.lit(group).alias("split_group"),
+        )
+        bad = frame.filter(pl.col("stay_id").is_null() | ~pl.col("raw_label").is_in(["0", "1"]))
+        if bad.height:
+            raise DataError(
+                f"Outcomes-{group}.txt has {bad.height} rows with a non-integer RecordID or an "
+                f"In-hospital_death other than 0/1, e.g. {bad.head(3).rows()}"
+            )
+        frames.append(frame.select("stay_id", (pl.col("raw_label") == "1").alias("label"), "split_group"))
+    outcomes = pl.concat(frames)
+    dupes = outcomes.filter(pl.col("stay_id").is_duplicated())
+    if dupes.height:
+        raise DataError(f"RecordIDs listed twice in Outcomes files: {dupes.get_column('stay_id').to_list()[:10]}")
+    return outcomes

@@ -1,0 +1,121 @@
+"""The one data model every dataset is turned into, and its one-to-one map onto MEDS.
+
+An `EventData` holds four Polars tables:
+
+- ``events``  : stay_id (i64), time (f64, hours since admission), variable (str), value (f64)
+                -- one row per observed measurement, sorted by (stay_id, time, variable).
+- ``statics`` : stay_id plus one nullable column per static descriptor (age, gender, ...).
+- ``labels``  : stay_id, prediction_time (f64 hours), label (bool) -- one row per task label.
+- ``stays``   : stay_id, split_group (e.g. PhysioNet set 'a'), n_events.
+
+MEDS (Medical Event Data Standard) stores ``subject_id, time, code, numeric_value`` and labels
+as ``subject_id, prediction_time, boolean_value``. The map is column-for-column: stay_id ->
+subject_id, variable -> code, value -> numeric_value; time becomes a timestamp by adding the
+hours to a fixed anchor (PhysioNet records carry no calendar dates); statics become events with
+a null time, as MEDS stores static measurements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from hymate.errors import DataError
+
+EVENT_SCHEMA = {"stay_id": pl.Int64, "time": pl.Float64, "variable": pl.String, "value": pl.Float64}
+LABEL_SCHEMA = {"stay_id": pl.Int64, "prediction_time": pl.Float64, "label": pl.Boolean}
+STAY_SCHEMA = {"stay_id": pl.Int64, "split_group": pl.String, "n_events": pl.Int64}
+
+# PhysioNet times are relative; MEDS needs timestamps. Every stay is anchored here.
+MEDS_ANCHOR = dt.datetime(2000, 1, 1)
+STATIC_CODE_PREFIX = "STATIC//"
+
+
+@dataclass
+class EventData:
+    """A prepared dataset: events, statics, labels, stays, and what preparation reported."""
+
+    name: str
+    events: pl.DataFrame
+    statics: pl.DataFrame
+    labels: pl.DataFrame
+    stays: pl.DataFrame
+    report: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_columns("events", self.events, EVENT_SCHEMA)
+        _check_columns("labels", self.labels, LABEL_SCHEMA)
+        _check_columns("stays", self.stays, STAY_SCHEMA)
+        if "stay_id" not in self.statics.columns:
+            raise DataError("statics table has no 'stay_id' column")
+
+    @property
+    def variables(self) -> list[str]:
+        return sorted(self.events.get_column("variable").unique().to_list())
+
+    @property
+    def stay_ids(self) -> list[int]:
+        return self.stays.get_column("stay_id").to_list()
+
+    # --- persistence ------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for table in ("events", "statics", "labels", "stays"):
+            getattr(self, table).write_parquet(folder / f"{table}.parquet", statistics=False)
+        (folder / "report.json").write_text(json.dumps({"name": self.name, **self.report}, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> EventData:
+        missing = [t for t in ("events", "statics", "labels", "stays") if not (folder / f"{t}.parquet").exists()]
+        if missing or not (folder / "report.json").exists():
+            raise DataError(f"prepared dataset at {folder} is incomplete (missing {missing or ['report.json']})")
+        report = json.loads((folder / "report.json").read_text())
+        name = report.pop("name")
+        tables = {t: pl.read_parquet(folder / f"{t}.parquet") for t in ("events", "statics", "labels", "stays")}
+        return cls(name=name, report=report, **tables)
+
+    # --- MEDS --------------------------------------------------------------------------
+    def to_meds(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Return (data, labels) frames in MEDS layout; statics become null-time codes."""
+        anchor = pl.lit(MEDS_ANCHOR)
+        data = self.events.select(
+            pl.col("stay_id").alias("subject_id"),
+            (anchor + pl.duration(microseconds=(pl.col("time") * 3.6e9).round().cast(pl.Int64))).alias("time"),
+            pl.col("variable").alias("code"),
+            pl.col("value").cast(pl.Float32).alias("numeric_value"),
+        )
+        static_cols = [c for c in self.statics.columns if c != "stay_id"]
+        if static_cols:
+            statics = (
+                self.statics.with_columns(pl.col(static_cols).cast(pl.Float64))
+                .unpivot(index="stay_id", on=static_cols, variable_name="code", value_name="numeric_value")
+                .drop_nulls("numeric_value")
+                .select(
+                    pl.col("stay_id").alias("subject_id"),
+                    pl.lit(None, dtype=pl.Datetime("us")).alias("time"),
+                    (STATIC_CODE_PREFIX + pl.col("code")).alias("code"),
+                    pl.col("numeric_value").cast(pl.Float32),
+                )
+            )
+            data = pl.concat([statics, data.with_columns(pl.col("time").cast(pl.Datetime("us")))])
+        labels = self.labels.select(
+            pl.col("stay_id").alias("subject_id"),
+            (anchor + pl.duration(microseconds=(pl.col("prediction_time") * 3.6e9).round().cast(pl.Int64)))
+            .cast(pl.Datetime("us"))
+            .alias("prediction_time"),
+            pl.col("label").alias("boolean_value"),
+        )
+        return data.sort("subject_id", "time", nulls_last=False, maintain_order=True), labels
+
+
+def _check_columns(table: str, frame: pl.DataFrame, schema: dict) -> None:
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise DataError(f"{table} table lacks columns {missing}; expected {list(schema)}")
+    wrong = {c: str(frame.schema[c]) for c, t in schema.items() if frame.schema[c] != t}
+    if wrong:
+        raise DataError(f"{table} table has wrong column types {wrong}; expected {schema}")

@@ -1,0 +1,131 @@
+"""Where data live: the raw-data location, the prepared-data cache, and `load_dataset`.
+
+Raw data are found through a data location: the ``--data-dir`` flag, else the ``HYMATE_DATA``
+environment variable, else ``<cache>/raw``. Prepared datasets are Parquet folders in the cache
+(``--cache-dir``, ``HYMATE_CACHE``, else ``$XDG_CACHE_HOME/hymate`` or ``~/.cache/hymate``),
+keyed by the sha256 of the source files and the preparation settings: a second run is a Parquet
+read, and a changed input or setting gets a fresh preparation, never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from hymate.data import physionet2012
+from hymate.data.download import download_physionet2012
+from hymate.data.schema import EventData
+from hymate.data.sources import Source, is_archive
+from hymate.errors import DataError, DataNotFoundError
+
+DATA_ENV = "HYMATE_DATA"
+CACHE_ENV = "HYMATE_CACHE"
+
+READERS = {physionet2012.NAME: physionet2012}
+# Names a dataset may have inside a data location (first match wins).
+_SUBFOLDERS = {physionet2012.NAME: ("physionet2012", "physionet-challenge-2012", "challenge-2012")}
+_MARKERS = {physionet2012.NAME: ("set-a", "set-a.tar.gz", "physionet-challenge-2012.tar.gz")}
+
+
+def cache_dir(override: Path | str | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    if env := os.environ.get(CACHE_ENV):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hymate"
+
+
+def data_dir(override: Path | str | None = None, cache: Path | str | None = None) -> Path:
+    if override:
+        return Path(override).expanduser()
+    if env := os.environ.get(DATA_ENV):
+        return Path(env).expanduser()
+    return cache_dir(cache) / "raw"
+
+
+def locate(dataset: str, root: Path) -> Path:
+    """Find `dataset` under a data location: the location itself, an archive, or a subfolder."""
+    _check_name(dataset)
+    if is_archive(root):
+        return root
+    if not root.is_dir():
+        raise DataNotFoundError(_how_to_provide(dataset, root, f"the data location {root} does not exist"))
+    for name in _SUBFOLDERS[dataset]:
+        if (root / name).is_dir() or is_archive(root / f"{name}.tar.gz"):
+            return locate(dataset, root / name if (root / name).is_dir() else root / f"{name}.tar.gz")
+    if any((root / marker).exists() for marker in _MARKERS[dataset]):
+        return root
+    raise DataNotFoundError(_how_to_provide(dataset, root, f"no {dataset} files under {root}"))
+
+
+def load_dataset(
+    dataset: str,
+    data: Path | str | None = None,
+    cache: Path | str | None = None,
+    download: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> EventData:
+    """Prepare `dataset` from its raw files, or load the cached preparation if it is current."""
+    _check_name(dataset)
+    root = data_dir(data, cache)
+    if download and not _has_data(dataset, root):
+        download_physionet2012(root / _SUBFOLDERS[dataset][0], progress=progress)
+    source = Source(locate(dataset, root))
+    reader = READERS[dataset]
+    key = hashlib.sha256(
+        json.dumps(
+            {"dataset": dataset, "reader_version": reader.READER_VERSION, "source": source.fingerprint(),
+             "window_hours": reader.WINDOW_HOURS, "ranges": reader.PLAUSIBLE_RANGES},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()  # fmt: skip
+    folder = cache_dir(cache) / "prepared" / f"{dataset}-{key[:16]}"
+    if folder.exists() and not force:
+        try:
+            return EventData.load(folder)
+        except (DataError, OSError, ValueError):
+            shutil.rmtree(folder, ignore_errors=True)  # a broken cache entry is rebuilt, not trusted
+    prepared = reader.read(source, progress=progress)
+    prepared.report["cache_key"] = key
+    _save_atomically(prepared, folder)
+    return prepared
+
+
+def _save_atomically(prepared: EventData, folder: Path) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        prepared.save(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _has_data(dataset: str, root: Path) -> bool:
+    try:
+        locate(dataset, root)
+    except DataNotFoundError:
+        return False
+    return True
+
+
+def _check_name(dataset: str) -> None:
+    if dataset not in READERS:
+        raise DataError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(READERS))}")
+
+
+def _how_to_provide(dataset: str, root: Path, problem: str) -> str:
+    return (
+        f"{problem}.\n"
+        f"Provide {dataset} in one of these ways:\n"
+        f"  * point --data-dir (or ${DATA_ENV}) at a folder holding physionet-challenge-2012.tar.gz, or\n"
+        f"    set-a/ set-b/ set-c/ and Outcomes-a/b/c.txt, or the official set-a/b/c.tar.gz archives;\n"
+        f"  * or add --download to fetch the official files from PhysioNet (open access, ~20 MB)."
+    )
