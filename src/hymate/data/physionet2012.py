@@ -186,7 +186,10 @@ def _parse(raw: _RawRecords, source: Source) -> EventData:
         raise DataError(f"RecordIDs appear in more than one file: {sorted(dupes.get_column('path').to_list())[:10]}")
     if raw.bad_headers:
         excluded["header is not 'Time,Parameter,Value'"] = raw.bad_headers
+    before_join = parts.height
     parts = parts.join(records.select("rec", "stay_id"), on="rec", how="inner")
+    lines_of_excluded = before_join - parts.height
+    record_id_lines = parts.filter(pl.col("parameter") == "RecordID").height
 
     # --- descriptors (statics): the first line of each at 00:00; -1 means missing ------
     parts = parts.with_columns(
@@ -198,8 +201,9 @@ def _parse(raw: _RawRecords, source: Source) -> EventData:
     descriptors = parts.filter(is_descriptor)
     extra = parts.filter(pl.col("parameter").is_in(["Age", "Gender", "Height", "ICUType"]) & ~is_descriptor)
     skip("repeated or late descriptor line (only the first, at 00:00, is used)", extra)
-    descriptors = descriptors.filter(pl.col("value") != MISSING_SENTINEL)
-    descriptors = _drop_implausible(descriptors, skip, "descriptor")
+    sentinel = descriptors.filter(pl.col("value") == MISSING_SENTINEL).height  # -1: missing, not an error
+    descriptors = _drop_implausible(descriptors.filter(pl.col("value") != MISSING_SENTINEL), skip, "descriptor")
+    descriptor_lines = descriptors.height + sentinel
     statics = (
         descriptors.pivot(on="parameter", index="stay_id", values="value", aggregate_function="first")
         if descriptors.height
@@ -254,7 +258,9 @@ def _parse(raw: _RawRecords, source: Source) -> EventData:
     orphan = outcomes.join(records.select("stay_id"), on="stay_id", how="anti")
 
     keep = stays.get_column("stay_id")
+    events_before = events.height
     events = events.filter(pl.col("stay_id").is_in(keep.implode()))
+    lines_of_excluded += events_before - events.height
     statics = statics.filter(pl.col("stay_id").is_in(keep.implode())).sort("stay_id")
 
     per_set = (
@@ -270,6 +276,15 @@ def _parse(raw: _RawRecords, source: Source) -> EventData:
         "outcome_rows_without_record": orphan.height,
         "excluded_stays": {k: {"count": len(v), "ids": v[:50]} for k, v in excluded.items()},
         "skipped_lines": skipped,
+        # Every line read is in exactly one of these buckets (tests check the sum).
+        "line_accounting": {
+            "lines_read": raw.lines.height,
+            "events": events.height,
+            "descriptor_lines": descriptor_lines,
+            "record_id_lines": record_id_lines,
+            "skipped_lines": sum(v["count"] for v in skipped.values()),
+            "lines_of_excluded_stays": lines_of_excluded,
+        },
     }
     return EventData(name=NAME, events=events, statics=statics, labels=labels, stays=stays, report=report)
 

@@ -16,6 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import polars as pl
+
 from hymate.data import physionet2012
 from hymate.data.download import download_physionet2012
 from hymate.data.schema import EventData
@@ -89,7 +91,7 @@ def load_dataset(
     if folder.exists() and not force:
         try:
             return EventData.load(folder)
-        except (DataError, OSError, ValueError):
+        except (DataError, OSError, ValueError, pl.exceptions.PolarsError):
             shutil.rmtree(folder, ignore_errors=True)  # a broken cache entry is rebuilt, not trusted
     prepared = reader.read(source, progress=progress)
     prepared.report["cache_key"] = key

@@ -1,0 +1,95 @@
+"""PhysioNet 2012 on the real files: counts checked against the published figures and hand counts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tarfile
+
+import polars as pl
+import pytest
+
+from hymate.data import physionet2012
+from hymate.data.store import load_dataset
+
+pytestmark = pytest.mark.realdata
+
+NO_TIME_SERIES = [140501, 140936, 141264, 142731, 142998, 143656, 145611, 147514, 150309, 150649, 155655, 156254]
+
+
+def test_all_records_read_and_stays_without_time_series_excluded(p12):
+    assert p12.report["records_read"] == 12_000
+    assert p12.stays.height == 11_988
+    assert p12.report["excluded_stays"]["no time series"]["ids"] == NO_TIME_SERIES
+    assert p12.labels.height == 11_988
+    assert p12.statics.height == 11_988
+    assert set(p12.events.get_column("stay_id").unique().to_list()) == set(p12.stay_ids)
+
+
+def test_deaths_per_set_match_the_published_counts(p12):
+    per_set = p12.report["outcomes_per_set"]
+    assert {s: v["deaths"] for s, v in per_set.items()} == {"a": 554, "b": 568, "c": 585}
+    assert {s: v["records"] for s, v in per_set.items()} == {"a": 4000, "b": 4000, "c": 4000}
+
+
+def test_every_line_is_accounted_for(p12):
+    acc = p12.report["line_accounting"]
+    # SOURCE.txt: 1,757,980 + 1,762,535 + 1,765,303 observation lines in sets a, b, c.
+    assert acc["lines_read"] == 5_285_818
+    parts = acc["events"] + acc["descriptor_lines"] + acc["record_id_lines"] + acc["skipped_lines"]
+    assert parts + acc["lines_of_excluded_stays"] == acc["lines_read"]
+    assert acc["events"] == p12.events.height
+
+
+def _hand_parse(text: str) -> tuple[dict, list[tuple[float, str, float]]]:
+    """An obviously-correct, line-by-line reading of one record file with the documented rules."""
+    statics, events, seen = {}, [], set()
+    for row in list(csv.reader(io.StringIO(text)))[1:]:
+        t, name, value = row[0], row[1], float(row[2])
+        hours = int(t.split(":")[0]) + int(t.split(":")[1]) / 60
+        if name in physionet2012.DESCRIPTORS and name not in seen and hours == 0:
+            seen.add(name)
+            statics[name] = None if value == -1 else value
+        elif name in physionet2012.TIME_SERIES_VARIABLES and value != -1:
+            lo, hi = physionet2012.PLAUSIBLE_RANGES.get(name, (-float("inf"), float("inf")))
+            if lo <= value <= hi and hours <= 48:
+                events.append((hours, name, value))
+    return statics, sorted(events, key=lambda e: (e[0], e[1]))
+
+
+def test_records_match_a_hand_parse(p12, real_data):
+    archive = real_data / "physionet2012" / "physionet-challenge-2012.tar.gz"
+    picked = {"132539", "135361", "142998", "152871", "163037"}  # incl. one empty stay and one with '' lines
+    with tarfile.open(archive) as tar:
+        texts = {
+            m.name.split("/")[-1][:-4]: tar.extractfile(m).read().decode()
+            for m in tar
+            if m.isfile() and m.name.split("/")[-1][:-4] in picked and "/set-" in m.name
+        }
+    assert set(texts) == picked
+    for rid, text in texts.items():
+        statics, events = _hand_parse(text)
+        got = p12.events.filter(pl.col("stay_id") == int(rid)).sort("time", "variable", maintain_order=True)
+        assert got.select("time", "variable", "value").rows() == pytest.approx(events), rid
+        if events:
+            row = p12.statics.filter(pl.col("stay_id") == int(rid)).row(0, named=True)
+            assert row["age"] == statics["Age"] and row["icu_type"] == statics["ICUType"]
+            assert row["weight"] == statics["Weight"] and row["height"] == statics["Height"]
+
+
+def test_events_are_time_ordered_within_each_stay(p12):
+    unordered = p12.events.filter((pl.col("time").diff().over("stay_id") < 0)).height
+    assert unordered == 0
+    assert p12.events.get_column("time").is_between(0, 48).all()
+    assert sorted(p12.variables) == sorted(physionet2012.TIME_SERIES_VARIABLES)
+
+
+def test_second_load_is_served_from_cache(p12, real_data, real_cache, monkeypatch):
+    def no_parse(*args, **kwargs):
+        raise AssertionError("the raw files were parsed again instead of reading the cache")
+
+    monkeypatch.setattr(physionet2012, "read", no_parse)
+    again = load_dataset("physionet2012", real_data, real_cache, progress=False)
+    assert again.report["cache_key"] == p12.report["cache_key"]
+    assert again.events.equals(p12.events) and again.statics.equals(p12.statics)
+    assert again.labels.equals(p12.labels) and again.stays.equals(p12.stays)
