@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
@@ -41,7 +42,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except HymateError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -8,8 +8,8 @@ import pytest
 
 from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
-from hymate.tasks.splits import make_splits
 from hymate.errors import DataError
+from hymate.tasks.splits import make_splits
 
 
 def _with_scaled_values(data: EventData, ids, factor: float) -> EventData:
@@ -44,7 +44,10 @@ def test_encoded_training_values_are_standardised(p12):
     enc = norm.encode_events(p12.events.filter(pl.col("stay_id").is_in(train)))
     per_var = enc.group_by("var_idx").agg(pl.col("z").mean().alias("m"), pl.col("z").std(ddof=0).alias("s"))
     assert np.allclose(per_var.get_column("m").to_numpy(), 0, atol=1e-3)
-    assert np.allclose(per_var.get_column("s").to_numpy(), 1, atol=1e-3)
+    constant = {i + 1 for i, (lo, hi) in enumerate(zip(norm.value_lo, norm.value_hi, strict=True)) if lo == hi}
+    assert constant == {norm.variables.index("MechVent") + 1}  # always 1: carries information by presence
+    for idx, sd in per_var.select("var_idx", "s").iter_rows():
+        assert sd == pytest.approx(0.0 if idx in constant else 1.0, abs=1e-3)
     assert enc.get_column("t").min() >= -1 and enc.get_column("t").max() <= 1
     assert norm.static_categorical["icu_type"] == [1, 2, 3, 4]
     assert Normalizer.from_json(norm.to_json()) == norm

@@ -78,7 +78,7 @@ def test_records_match_a_hand_parse(p12, real_data):
 
 
 def test_events_are_time_ordered_within_each_stay(p12):
-    unordered = p12.events.filter((pl.col("time").diff().over("stay_id") < 0)).height
+    unordered = p12.events.filter(pl.col("time").diff().over("stay_id") < 0).height
     assert unordered == 0
     assert p12.events.get_column("time").is_between(0, 48).all()
     assert sorted(p12.variables) == sorted(physionet2012.TIME_SERIES_VARIABLES)

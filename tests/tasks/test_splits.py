@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hymate.tasks.splits import Split, make_splits
 from hymate.errors import DataError
+from hymate.tasks.splits import Split, make_splits
 
 pytestmark = pytest.mark.realdata
 
