@@ -1,0 +1,17 @@
+"""Neural-network building blocks: the selective scan (Mamba-1) and the Mamba block."""
+
+from hymate.nn.scan import (
+    BACKENDS,
+    available_backends,
+    resolve_backend,
+    selective_scan,
+    selective_scan_step,
+)
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "resolve_backend",
+    "selective_scan",
+    "selective_scan_step",
+]

@@ -1,0 +1,229 @@
+"""Every scan backend against the float64 reference: outputs, all gradients, gradcheck, padding,
+recurrent steps, bfloat16, backend selection and input errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import pytest
+import torch
+
+from hymate.nn import available_backends, resolve_backend, scan_cpu, selective_scan, selective_scan_step
+from hymate.nn.scan import ENV_VAR
+from tests.nn.helpers import random_scan_inputs, rel_err
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+# (batch, dim, length, d_state): length 1, odd lengths, dim not a multiple of 16 (partial lane
+# groups), d_state not a multiple of 16, lengths that cross checkpoint chunks.
+SHAPES = [(2, 4, 1, 3), (2, 37, 33, 16), (3, 16, 70, 7), (1, 130, 129, 16), (2, 20, 300, 5)]
+# (with_d, with_z, with_bias, delta_softplus)
+OPTIONS = [
+    (True, True, True, True),
+    (False, False, False, True),
+    (True, False, True, False),
+    (False, True, False, False),
+]
+
+
+def outputs_and_grads(inputs, backend, delta_softplus, dtype, device="cpu"):
+    leaves = {k: None if v is None else v.to(device, dtype).requires_grad_() for k, v in inputs.items()}
+    out = selective_scan(**leaves, delta_softplus=delta_softplus, backend=backend)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    present = [k for k in NAMES if leaves[k] is not None]
+    grads = torch.autograd.grad(out, [leaves[k] for k in present], grad_out.to(device, dtype))
+    return out.cpu(), {k: g.cpu() for k, g in zip(present, grads, strict=True)}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "D{}-z{}-bias{}-softplus{}".format(*map(int, o)))
+def test_backend_matches_float64_reference(backend, shape, options):
+    with_d, with_z, with_bias, softplus = options
+    inputs = random_scan_inputs(*shape, with_d=with_d, with_z=with_z, with_bias=with_bias, positive_delta=not softplus)
+    out, grads = outputs_and_grads(inputs, backend, softplus, torch.float32)
+    ref_out, ref_grads = outputs_and_grads(inputs, "reference", softplus, torch.float64)
+    assert out.dtype == torch.float32 and out.shape == ref_out.shape
+    assert rel_err(out, ref_out) < 1e-5
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        if name == "A" and shape[2] == 1:  # dA = 0 exactly at length 1 (no previous state)
+            assert grad.abs().max() == 0 and ref_grads[name].abs().max() == 0
+            continue
+        assert rel_err(grad, ref_grads[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("softplus", [True, False])
+def test_gradcheck_float64(backend, softplus):
+    inputs = random_scan_inputs(2, 3, 9, 4, dtype=torch.float64, positive_delta=not softplus, seed=3)
+    leaves = [inputs[k].requires_grad_() for k in NAMES]
+
+    def fn(*args):
+        return selective_scan(*args, delta_softplus=softplus, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
+
+
+def test_last_state_matches_reference(backend):
+    inputs = random_scan_inputs(2, 19, 45, 6)
+    out, last = selective_scan(**inputs, return_last_state=True, backend=backend)
+    ref_out, ref_last = selective_scan(
+        **{k: v.double() for k, v in inputs.items()}, return_last_state=True, backend="reference"
+    )
+    assert last.shape == (2, 19, 6)
+    assert rel_err(last, ref_last) < 1e-5 and rel_err(out, ref_out) < 1e-5
+
+
+def test_right_padding_does_not_change_valid_outputs(backend):
+    lengths = [23, 9, 1]
+    inputs = random_scan_inputs(3, 18, 23, 16, seed=5)
+    out = selective_scan(**inputs, backend=backend)
+    for i, n in enumerate(lengths):
+        alone = {k: v for k, v in inputs.items()}
+        for k in ("u", "delta", "z", "B", "C"):
+            alone[k] = inputs[k][i : i + 1, :, :n]
+        # The padded tail of sequence i held other values; the valid prefix must not care.
+        out_alone = selective_scan(**alone, backend=backend)
+        torch.testing.assert_close(out[i : i + 1, :, :n], out_alone, rtol=1e-6, atol=1e-6)
+
+
+def test_padding_values_do_not_leak(backend):
+    inputs = random_scan_inputs(2, 16, 40, 8, seed=6)
+    garbage = {k: v.clone() if v is not None else None for k, v in inputs.items()}
+    for k in ("u", "delta", "z", "B", "C"):
+        garbage[k][:, :, 25:] = 1e3 * torch.randn_like(garbage[k][:, :, 25:])
+    out = selective_scan(**inputs, backend=backend)
+    out_garbage = selective_scan(**garbage, backend=backend)
+    torch.testing.assert_close(out[..., :25], out_garbage[..., :25], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_step_equals_scan(dtype):
+    inputs = random_scan_inputs(2, 12, 17, 5, dtype=dtype, seed=7)
+    out, last = selective_scan(**inputs, return_last_state=True, backend="reference")
+    state = torch.zeros(2, 12, 5, dtype=dtype)
+    steps = []
+    for t in range(17):
+        y, state = selective_scan_step(
+            state,
+            inputs["u"][..., t],
+            inputs["delta"][..., t],
+            inputs["A"],
+            inputs["B"][..., t],
+            inputs["C"][..., t],
+            inputs["D"],
+            inputs["z"][..., t],
+            inputs["delta_bias"],
+        )
+        steps.append(y)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(torch.stack(steps, -1), out, rtol=tol, atol=tol)
+    torch.testing.assert_close(state, last, rtol=tol, atol=tol)
+
+
+def test_bfloat16_runs_and_is_close_to_float32(backend):
+    inputs = random_scan_inputs(2, 32, 50, 16, seed=8)
+    bf16 = {k: v.bfloat16().requires_grad_() for k, v in inputs.items()}
+    out = selective_scan(**bf16, backend=backend)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert all(v.grad is not None and v.grad.dtype == torch.bfloat16 for v in bf16.values())
+    # Same bf16-rounded inputs in float32: only the bf16 output rounding remains.
+    ref = selective_scan(**{k: v.detach().float() for k, v in bf16.items()}, backend="reference")
+    assert rel_err(out.float(), ref) < 1e-2
+
+
+def test_backends_listed_and_auto_picks_cpp_on_cpu(cpp_extension, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert {"reference", "cpp"} <= set(available_backends())
+    assert resolve_backend("auto", torch.device("cpu")) == "cpp"
+
+
+def test_env_var_overrides_auto_but_not_an_explicit_backend(cpp_extension, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "reference")
+    assert resolve_backend("auto", torch.device("cpu")) == "reference"
+    assert resolve_backend("cpp", torch.device("cpu")) == "cpp"
+    monkeypatch.setenv(ENV_VAR, "nonsense")
+    with pytest.raises(ValueError, match="unknown scan backend 'nonsense'"):
+        resolve_backend("auto", torch.device("cpu"))
+
+
+def test_backend_errors():
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown scan backend 'fast'"):
+        resolve_backend("fast", cpu)
+    with pytest.raises(ValueError, match="'cuda' needs CUDA tensors"):
+        resolve_backend("cuda", cpu)
+    with pytest.raises(ValueError, match="'cpp' needs CPU tensors"):
+        resolve_backend("cpp", torch.device("meta"))
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def broken_load(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(scan_cpu, "_ext", None)
+    monkeypatch.setattr(scan_cpu, "_error", None)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken_load)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    inputs = random_scan_inputs(1, 4, 6, 3)
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        out = selective_scan(**inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out_again = selective_scan(**inputs)
+    torch.testing.assert_close(out, out_again)
+    torch.testing.assert_close(out, selective_scan(**inputs, backend="reference"))
+    assert "cpp" not in available_backends()
+    with pytest.raises(RuntimeError, match="'cpp' is unavailable: RuntimeError: no compiler"):
+        selective_scan(**inputs, backend="cpp")
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "message"),
+    [
+        ("u", torch.zeros(2, 4), r"u must have shape \[batch, dim, length\]"),
+        ("delta", torch.zeros(2, 4, 7), r"delta must have shape \[batch, dim, length\] = \[2, 4, 6\]"),
+        ("A", torch.zeros(5, 3), r"A must have shape \[dim, state\] = \[4, 3\]"),
+        ("B", torch.zeros(2, 6, 3), r"B must have shape \[batch, state, length\] = \[2, 3, 6\]"),
+        ("C", torch.zeros(1, 3, 6), r"C must have shape \[batch, state, length\] = \[2, 3, 6\]"),
+        ("D", torch.zeros(3), r"D must have shape \[dim\] = \[4\]"),
+        ("z", torch.zeros(2, 4, 5), r"z must have shape \[batch, dim, length\]"),
+        ("delta_bias", torch.zeros(4, 1), r"delta_bias must have shape \[dim\] = \[4\]"),
+        ("u", torch.zeros(2, 4, 6, dtype=torch.int64), r"u must be a floating tensor"),
+        ("B", torch.zeros(2, 3, 6, device="meta"), r"B is on meta but u is on cpu"),
+    ],
+)
+def test_input_errors_name_the_argument(name, bad, message):
+    inputs = random_scan_inputs(2, 4, 6, 3)
+    inputs[name] = bad
+    with pytest.raises(ValueError, match=message):
+        selective_scan(**inputs, backend="reference")
+
+
+def test_step_shape_error():
+    with pytest.raises(ValueError, match=r"B must have shape \[batch, state\] = \[2, 3\]"):
+        selective_scan_step(
+            torch.zeros(2, 4, 3),
+            torch.zeros(2, 4),
+            torch.zeros(2, 4),
+            torch.zeros(4, 3),
+            torch.zeros(2, 4),
+            torch.zeros(2, 3),
+        )
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("mamba_ssm") is None,
+    reason="needs a CUDA GPU and mamba_ssm",
+)
+def test_cuda_backend_matches_reference():
+    inputs = random_scan_inputs(2, 64, 100, 16)
+    assert resolve_backend("auto", torch.device("cuda")) == "cuda"
+    out, grads = outputs_and_grads(inputs, "cuda", True, torch.float32, device="cuda")
+    ref_out, ref_grads = outputs_and_grads(inputs, "reference", True, torch.float64)
+    assert rel_err(out, ref_out) < 1e-4
+    for name in NAMES:
+        assert rel_err(grads[name], ref_grads[name]) < 1e-3, name
