@@ -1,5 +1,6 @@
 """Neural-network building blocks: the selective scan (Mamba-1) and the Mamba block."""
 
+from hymate.nn.mamba import MambaBlock, MambaConfig, MambaState, RMSNorm
 from hymate.nn.scan import (
     BACKENDS,
     available_backends,
@@ -10,6 +11,10 @@ from hymate.nn.scan import (
 
 __all__ = [
     "BACKENDS",
+    "MambaBlock",
+    "MambaConfig",
+    "MambaState",
+    "RMSNorm",
     "available_backends",
     "resolve_backend",
     "selective_scan",
