@@ -128,6 +128,139 @@ def describe(
         console.print(f"summary written to {json_out}")
 
 
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-"))
+            return list(range(lo, hi + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"seeds must look like '0,1,2' or '0-4', got {text!r}") from None
+
+
+@app.command()
+@friendly_errors
+def train(
+    dataset: Annotated[str, typer.Argument(help="Dataset (its default task), e.g. physionet2012.")] = "physionet2012",
+    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5.")] = "strats",
+    seeds: Annotated[str, typer.Option(help="Model seeds, e.g. '0,1,2' or '0-4'.")] = "0",
+    splits: Annotated[str | None, typer.Option(help="Split indices to run (default: all of the protocol).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder for runs and the summary.")] = Path("runs/hymate"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 6,
+    d_model: Annotated[int, typer.Option(help="Model width.")] = 64,
+    mamba_layers: Annotated[int, typer.Option(help="Mamba blocks.")] = 2,
+    channel_layers: Annotated[int, typer.Option(help="Channel-attention layers.")] = 1,
+    max_events: Annotated[int, typer.Option(help="Most recent events kept per stay.")] = 880,
+    train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
+    eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Skip finished runs and resume interrupted ones.")] = True,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    download: Download = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train HyMaTE, select on validation, and report test metrics with CIs (one folder per run)."""
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import load_dataset
+    from hymate.tasks.mortality import TASKS
+    from hymate.tasks.splits import load_or_make_splits, subsample
+    from hymate.train.module import TrainConfig
+    from hymate.train.run import run_experiment
+
+    if dataset not in TASKS:
+        raise HymateError(f"no task for dataset {dataset!r}; known: {', '.join(sorted(TASKS))}")
+    task = TASKS[dataset]
+    data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
+    chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
+    if splits is not None:
+        wanted = set(_parse_seeds(splits))
+        chosen = [s for s in chosen if s.index in wanted]
+    if train_stays or eval_stays:
+        chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
+    overrides = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
+    config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events)
+    rows = run_experiment(data, task, chosen, _parse_seeds(seeds), overrides, config, out, not quiet, resume)
+    table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
+                  title=f"HyMaTE on {task.name} (test)")  # fmt: skip
+    for r in rows:
+        table.add_row(r["protocol"], str(r["split"]), str(r["seed"]), f"{r['auroc']:.4f}", f"{r['ap']:.4f}",
+                      f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}", f"{r['wall_s']:.0f}")  # fmt: skip
+    console.print(table)
+    console.print(f"reports in {out} (summary.md, and report/ in each run folder)")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `hymate train`.")],
+    part: Annotated[str, typer.Option(help="Which part of the checkpoint's split: test or val.")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <checkpoint>/../evaluation-<part>).")] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Re-evaluate a checkpoint on its own split's test (or validation) stays and write a report."""
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import load_dataset
+    from hymate.evaluate.metrics import binary_metrics, bootstrap_ci
+    from hymate.evaluate.report import write_report
+    from hymate.serve.predict import score_stays
+    from hymate.tasks.mortality import TASKS
+    from hymate.tasks.splits import Split
+    from hymate.train.checkpoint import load_checkpoint
+
+    if part not in ("test", "val"):
+        raise HymateError(f"--part must be test or val, got {part!r}")
+    model, normalizer, meta = load_checkpoint(checkpoint)
+    task = TASKS[meta["task"]]
+    data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet)
+    split_path = resolve_cache(cache_dir) / "splits" / f"{meta['split']}.json"
+    if not split_path.exists():
+        raise HymateError(f"split file {split_path} not found: run `hymate prepare {task.dataset}` first")
+    split = Split.load(split_path, data)
+    frame, _ = score_stays(model, normalizer, meta, data, getattr(split, part))
+    y, p = frame.get_column("label").to_numpy(), frame.get_column("probability").to_numpy()
+    metrics, ci = binary_metrics(y, p), bootstrap_ci(y, p)
+    folder = out or Path(checkpoint).parent / f"evaluation-{part}"
+    write_report(folder, f"{meta['model']} on {task.name}, {split.name} ({part})", frame.get_column("stay_id").to_numpy(),
+                 y, p, metrics, ci, {"checkpoint": str(checkpoint), "split": split.name})  # fmt: skip
+    table = Table("metric", "value", "95 % CI", title=f"{split.name} ({part}, {len(y):,} stays)")
+    for key, (lo, hi) in ci.items():
+        table.add_row(key, f"{metrics[key]:.4f}", f"{lo:.4f} to {hi:.4f}")
+    console.print(table)
+    console.print(f"report in {folder}")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `hymate train`.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Stays to score, in the dataset's raw layout.")],
+    out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv).")] = Path("predictions.parquet"),
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score stays from a checkpoint alone: calibrated risk and the variables that drove it."""
+    from hymate.data.store import load_dataset
+    from hymate.serve.predict import score_stays
+    from hymate.tasks.mortality import TASKS
+    from hymate.train.checkpoint import load_checkpoint
+
+    model, normalizer, meta = load_checkpoint(checkpoint)
+    task = TASKS[meta["task"]]
+    data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
+    frame, unknown = score_stays(model, normalizer, meta, data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(out) if out.suffix == ".csv" else frame.write_parquet(out)
+    if unknown:
+        console.print(f"[yellow]note:[/] {unknown:,} events of variables the model never saw were left out")
+    console.print(f"{frame.height:,} stays scored -> {out}")
+
+
 def _print_exclusions(report: dict) -> None:
     excluded = report.get("excluded_stays", {})
     skipped = report.get("skipped_lines", {})

@@ -66,14 +66,17 @@ def wanted(path: str) -> bool:
     return bool(_RECORD_RE.search(path) or _OUTCOME_RE.search(path))
 
 
-def read(source: Source, progress: bool = True) -> EventData:
-    """Read PhysioNet 2012 from a folder or archive(s) into the common event model."""
+def read(source: Source, progress: bool = True, require_labels: bool = True) -> EventData:
+    """Read PhysioNet 2012 from a folder or archive(s) into the common event model.
+
+    Without `require_labels`, records with no Outcomes file (new stays to score) are kept unlabelled.
+    """
     raw = _collect(source, progress)
     if not raw.paths:
         raise DataNotFoundError(
             f"no PhysioNet 2012 records (set-a/<RecordID>.txt ...) found under {source.root}"
         )
-    return _parse(raw, source)
+    return _parse(raw, source, require_labels)
 
 
 # --------------------------------------------------------------------------------------
@@ -128,7 +131,7 @@ def _collect(source: Source, progress: bool) -> _RawRecords:
 # --------------------------------------------------------------------------------------
 # Pass 2: parse, validate and split into descriptors / events, all vectorised.
 # --------------------------------------------------------------------------------------
-def _parse(raw: _RawRecords, source: Source) -> EventData:
+def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
     skipped: dict[str, dict] = {}
     paths = pl.Series("path", raw.paths)
 
@@ -242,7 +245,7 @@ def _parse(raw: _RawRecords, source: Source) -> EventData:
         excluded["no time series"] = sorted(empty.get_column("stay_id").to_list())
     stays = stays.filter(pl.col("n_events") > 0)
 
-    outcomes = _read_outcomes(raw.outcomes, source)
+    outcomes = _read_outcomes(raw.outcomes, source, require_labels)
     outcome_sets = sorted(raw.outcomes)
     in_labelled_sets = pl.col("split_group").is_in(outcome_sets)
     joined = stays.join(outcomes.select("stay_id", "label"), on="stay_id", how="left")
@@ -303,7 +306,9 @@ def _drop_implausible(frame: pl.DataFrame, skip, kind: str) -> pl.DataFrame:
     return flagged.filter(~pl.col("_bad")).drop("_bad", "_lo", "_hi")
 
 
-def _read_outcomes(files: dict[str, bytes], source: Source) -> pl.DataFrame:
+def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> pl.DataFrame:
+    if not files and not required:
+        return pl.DataFrame(schema={"stay_id": pl.Int64, "label": pl.Boolean, "split_group": pl.String})
     if not files:
         raise DataNotFoundError(
             f"no Outcomes-a/b/c.txt found under {source.root}: labels (In-hospital_death) come from them"

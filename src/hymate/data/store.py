@@ -72,6 +72,7 @@ def load_dataset(
     download: bool = False,
     force: bool = False,
     progress: bool = True,
+    require_labels: bool = True,
 ) -> EventData:
     """Prepare `dataset` from its raw files, or load the cached preparation if it is current."""
     _check_name(dataset)
@@ -83,7 +84,8 @@ def load_dataset(
     key = hashlib.sha256(
         json.dumps(
             {"dataset": dataset, "reader_version": reader.READER_VERSION, "source": source.fingerprint(),
-             "window_hours": reader.WINDOW_HOURS, "ranges": reader.PLAUSIBLE_RANGES},
+             "window_hours": reader.WINDOW_HOURS, "ranges": reader.PLAUSIBLE_RANGES,
+             "require_labels": require_labels},
             sort_keys=True,
         ).encode()
     ).hexdigest()  # fmt: skip
@@ -93,7 +95,7 @@ def load_dataset(
             return EventData.load(folder)
         except (DataError, OSError, ValueError, pl.exceptions.PolarsError):
             shutil.rmtree(folder, ignore_errors=True)  # a broken cache entry is rebuilt, not trusted
-    prepared = reader.read(source, progress=progress)
+    prepared = reader.read(source, progress=progress, require_labels=require_labels)
     prepared.report["cache_key"] = key
     _save_atomically(prepared, folder)
     return prepared

@@ -116,3 +116,36 @@ def _strats(name: str, labelled: pl.DataFrame, seed: int, fp: str) -> Split:
 def _split(name, protocol, seed, index, fp, train, val, test) -> Split:
     as_tuple = lambda ids: tuple(int(i) for i in np.sort(ids))  # noqa: E731
     return Split(name, protocol, seed, index, fp, as_tuple(train), as_tuple(val), as_tuple(test))
+
+
+def load_or_make_splits(data: EventData, protocol: str, seed: int, folder: Path) -> list[Split]:
+    """The protocol's split files from `folder` (verified), written there first if absent."""
+    splits = make_splits(data, protocol, seed)
+    loaded = []
+    for split in splits:
+        path = folder / f"{split.name}.json"
+        if path.exists():
+            stored = Split.load(path, data)
+            if stored.sha256 != split.sha256:
+                raise DataError(
+                    f"split file {path} differs from the split drawn with seed {seed}; "
+                    "it was made by another version or from other data. Remove it to redraw."
+                )
+            loaded.append(stored)
+        else:
+            split.save(folder)
+            loaded.append(split)
+    return loaded
+
+
+def subsample(split: Split, n_train: int | None, n_eval: int | None, seed: int = 0) -> Split:
+    """A smaller split for quick runs: random stays of each part (same seed, same result)."""
+    rng = np.random.default_rng(seed)
+
+    def pick(ids: tuple[int, ...], n: int | None) -> tuple[int, ...]:
+        if n is None or n >= len(ids):
+            return ids
+        return tuple(sorted(rng.choice(np.array(ids), n, replace=False).tolist()))
+
+    return Split(split.dataset, split.protocol, split.seed, split.index, split.stays_fingerprint,
+                 pick(split.train, n_train), pick(split.val, n_eval), pick(split.test, n_eval))  # fmt: skip

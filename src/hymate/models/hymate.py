@@ -1,0 +1,238 @@
+"""HyMaTE: a hybrid Mamba + Transformer model for EHR triplet sequences, in one file.
+
+Reading order of `HyMaTE.forward`:
+
+1. Triplet embedding: each event (time, variable, value) becomes
+   E_var[variable] + CVE_value(value) + CVE_time(time)   (CVE: Linear(1, sqrt d) -> tanh -> Linear).
+2. Contextual module: M Mamba blocks (pre-norm, residual, optional FFN) over the time-ordered,
+   right-padded events. Mamba is causal, so right padding never reaches a real event.
+3. Channel tokens: for each variable, attention-pool the contextual embeddings of its own
+   observations, plus a learned per-variable embedding; a variable never observed in the stay
+   gets a learned "never observed" token (missingness is informative in ICU data).
+4. Channel-wise self-attention: transformer layers across the V channel tokens (cost O(V^2 d),
+   independent of sequence length); their attention maps are kept.
+5. Fusion: attention pooling over channels (its weights are per-variable importances), optionally
+   joined by attention pooling over events, concatenated with an MLP embedding of statics, then
+   a linear head (n_outputs logits: 1 for a binary outcome; more for multiclass/regression).
+
+Training-time variable dropout (`drop_variables`) removes every observation of a variable from a
+sample with probability p, compacting the sequence so the model never sees holes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hymate.data.batching import EventBatch
+from hymate.nn.mamba import MambaBlock, MambaConfig, RMSNorm
+
+
+@dataclass
+class HyMaTEConfig:
+    n_variables: int  # V; variable ids are 1..V, 0 is padding
+    n_statics: int
+    d_model: int = 64
+    n_mamba_layers: int = 2
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    mamba_ffn: bool = False  # a position-wise FFN after each Mamba block
+    n_channel_layers: int = 1
+    n_heads: int = 4
+    dropout: float = 0.2
+    variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
+    sequence_fusion: bool = True  # also pool over events, beside the channel pooling
+    n_outputs: int = 1
+    scan_backend: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class HyMaTEOutput:
+    logits: Tensor  # [B, n_outputs]
+    channel_importance: Tensor  # [B, V] fusion weights over variables (sum to 1)
+    channel_attention: list[Tensor]  # per layer [B, heads, V, V]
+    event_weights: Tensor | None  # [B, L] fusion weights over events (0 at padding)
+    observed: Tensor  # [B, V] bool, variable observed at least once
+
+
+class ContinuousValueEmbedding(nn.Module):
+    """STraTS's embedding of a scalar: Linear(1, sqrt d) -> tanh -> Linear(sqrt d, d)."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        hidden = max(1, int(math.sqrt(d_model)))
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.unsqueeze(-1))
+
+
+class AttentionPool(nn.Module):
+    """Fusion attention: alpha_i = softmax_i(u^T tanh(W h_i + b)) over the unmasked items."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+        self.score = nn.Linear(d_model, 1, bias=False)
+
+    def scores(self, h: Tensor) -> Tensor:
+        return self.score(torch.tanh(self.proj(h))).squeeze(-1)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        weights = self.scores(h).masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        return torch.einsum("bn,bnd->bd", weights, h), weights
+
+
+class ChannelAttentionLayer(nn.Module):
+    """Pre-norm transformer layer across channel tokens that keeps its attention map."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d_model, d_model)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.norm1(x)
+        out, attn = self.attn(q, q, q, need_weights=True, average_attn_weights=False)
+        x = x + self.drop(out)
+        x = x + self.drop(self.ffn(self.norm2(x)))
+        return x, attn
+
+
+class ContextLayer(nn.Module):
+    """x + Mamba(x) (the block normalises its input), then an optional pre-norm FFN."""
+
+    def __init__(self, config: HyMaTEConfig) -> None:
+        super().__init__()
+        mamba = MambaConfig(
+            d_model=config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+            scan_backend=config.scan_backend, residual=False,
+        )  # fmt: skip
+        self.mamba = MambaBlock(mamba)
+        self.drop = nn.Dropout(config.dropout)
+        self.ffn = None
+        if config.mamba_ffn:
+            self.ffn = nn.Sequential(
+                RMSNorm(config.d_model), nn.Linear(config.d_model, 2 * config.d_model), nn.GELU(),
+                nn.Dropout(config.dropout), nn.Linear(2 * config.d_model, config.d_model),
+            )  # fmt: skip
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.drop(self.mamba(x, mask=mask))
+        if self.ffn is not None:
+            x = x + self.drop(self.ffn(x))
+        return x * mask.unsqueeze(-1)
+
+
+class HyMaTE(nn.Module):
+    def __init__(self, config: HyMaTEConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, V = config.d_model, config.n_variables
+        self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
+        self.value_embedding = ContinuousValueEmbedding(d)
+        self.time_embedding = ContinuousValueEmbedding(d)
+        self.embed_drop = nn.Dropout(config.dropout)
+        self.context = nn.ModuleList(ContextLayer(config) for _ in range(config.n_mamba_layers))
+        self.context_norm = RMSNorm(d)
+
+        self.channel_pool_score = AttentionPool(d)  # scores events within each variable
+        self.channel_embedding = nn.Parameter(torch.randn(V, d) * 0.02)
+        self.never_observed = nn.Parameter(torch.zeros(d))
+        self.channel_layers = nn.ModuleList(
+            ChannelAttentionLayer(d, config.n_heads, config.dropout) for _ in range(config.n_channel_layers)
+        )
+        self.channel_norm = nn.LayerNorm(d)
+        self.channel_fusion = AttentionPool(d)
+        self.sequence_fusion = AttentionPool(d) if config.sequence_fusion else None
+
+        self.static_mlp = nn.Sequential(nn.Linear(config.n_statics, d), nn.Tanh()) if config.n_statics else None
+        n_parts = 1 + config.sequence_fusion + (config.n_statics > 0)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_parts * d, config.n_outputs))
+
+    # --- the forward pass, in the order of the module docstring -------------------------
+    def forward(self, batch: EventBatch) -> HyMaTEOutput:
+        mask = batch.mask
+        h = self.variable_embedding(batch.variables) + self.value_embedding(batch.values)
+        h = self.embed_drop(h + self.time_embedding(batch.times)) * mask.unsqueeze(-1)
+        for layer in self.context:
+            h = layer(h, mask)
+        h = self.context_norm(h) * mask.unsqueeze(-1)
+
+        tokens, observed = self._channel_tokens(h, batch.variables, mask)
+        attention = []
+        for layer in self.channel_layers:
+            tokens, attn = layer(tokens)
+            attention.append(attn)
+        tokens = self.channel_norm(tokens)
+        all_channels = torch.ones_like(observed)
+        pooled, importance = self.channel_fusion(tokens, all_channels)
+
+        parts = [pooled]
+        event_weights = None
+        if self.sequence_fusion is not None:
+            seq, event_weights = self.sequence_fusion(h, mask)
+            parts.append(seq)
+        if self.static_mlp is not None:
+            parts.append(self.static_mlp(batch.statics))
+        logits = self.head(torch.cat(parts, dim=-1))
+        return HyMaTEOutput(logits, importance, attention, event_weights, observed)
+
+    def _channel_tokens(self, h: Tensor, variables: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention-pool each variable's events into one token per variable: [B, V, d]."""
+        B, L, d = h.shape
+        V = self.config.n_variables
+        channel = (variables - 1).clamp(min=0)  # [B, L] in 0..V-1 (padding masked below)
+        scores = self.channel_pool_score.scores(h).masked_fill(~mask, float("-inf"))
+        # Softmax within each (sample, variable) group: subtract the group max for stability.
+        group_max = torch.full((B, V), float("-inf"), dtype=h.dtype, device=h.device)
+        group_max = group_max.scatter_reduce(1, channel, scores, reduce="amax", include_self=True)
+        shifted = scores - group_max.gather(1, channel).nan_to_num(neginf=0.0)
+        weights = torch.where(mask, shifted.exp(), torch.zeros_like(scores))
+        totals = torch.zeros(B, V, dtype=h.dtype, device=h.device).scatter_add(1, channel, weights)
+        pooled = torch.zeros(B, V, d, dtype=h.dtype, device=h.device)
+        pooled = pooled.scatter_add(1, channel.unsqueeze(-1).expand(-1, -1, d), weights.unsqueeze(-1) * h)
+        observed = totals > 0
+        pooled = pooled / totals.clamp(min=1e-12).unsqueeze(-1)
+        tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, V, d))
+        return tokens + self.channel_embedding, observed
+
+
+def drop_variables(batch: EventBatch, p: float, generator: torch.Generator | None = None) -> EventBatch:
+    """Remove all events of each (sample, variable) with probability p, keeping >= 1 event.
+
+    Kept events are moved to the front of each row (stable, so time order holds), so the result
+    is an ordinary right-padded batch with no holes for the sequence model to see.
+    """
+    if p <= 0:
+        return batch
+    B, L = batch.variables.shape
+    n_vars = int(batch.variables.max()) + 1
+    dropped = torch.rand(B, n_vars, generator=generator, device=batch.variables.device) < p
+    keep = batch.mask & ~dropped.gather(1, batch.variables)
+    empty = keep.sum(dim=1) == 0
+    keep[empty] = batch.mask[empty]  # never empty a stay
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    new_len = int(keep.sum(dim=1).max())
+    order = order[:, :new_len]
+    new_mask = torch.gather(keep, 1, order)
+
+    def take(x: Tensor) -> Tensor:
+        return torch.gather(x, 1, order) * new_mask.to(x.dtype)
+
+    return EventBatch(
+        times=take(batch.times), variables=take(batch.variables), values=take(batch.values), mask=new_mask,
+        statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids,
+    )  # fmt: skip

@@ -1,0 +1,169 @@
+"""One training run end to end (fit, select on validation, calibrate, test, report), and
+experiments of several runs (seeds x splits) with a summary across them.
+
+Layout of a run folder::
+
+    <out>/<protocol>-split<k>-seed<s>/
+        checkpoint/         model.safetensors, config.json, normalizer.json  (for `hymate predict`)
+        lightning/          last.ckpt (resume) and best.ckpt
+        logs/               metrics.csv (training curves)
+        report/             metrics.json, predictions.parquet, summary.md, *.png
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from hymate.data.batching import EventSequenceDataset
+from hymate.data.normalize import Normalizer
+from hymate.data.schema import EventData
+from hymate.evaluate.calibration import apply_platt, fit_platt
+from hymate.evaluate.metrics import METRICS, binary_metrics, bootstrap_ci, summarise_runs
+from hymate.evaluate.report import write_report
+from hymate.models.hymate import HyMaTE, HyMaTEConfig
+from hymate.tasks.base import Task
+from hymate.tasks.splits import Split
+from hymate.train.checkpoint import save_checkpoint
+from hymate.train.module import BinaryOutcomeModule, TrainConfig, make_loader, predict_logits
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(
+    data: EventData,
+    task: Task,
+    split: Split,
+    model_overrides: dict,
+    train: TrainConfig,
+    out: Path,
+    progress: bool = True,
+    resume: bool = False,
+    n_boot: int = 1000,
+) -> dict:
+    """Train on split.train, select on split.val, report on split.test. Returns the result row."""
+    start = time.perf_counter()
+    folder = out / f"{split.protocol}-split{split.index}-seed{train.seed}"
+    done = folder / "report" / "metrics.json"
+    if resume and done.exists():  # finished earlier: never redo a run
+        return json.loads(done.read_text())["row"]
+    L.seed_everything(train.seed, workers=True, verbose=False)
+
+    normalizer = Normalizer.fit(data, split.train, task.window_hours, task.categorical_statics)
+    datasets = {
+        part: EventSequenceDataset(data, getattr(split, part), normalizer, max_events=train.max_events)
+        for part in ("train", "val", "test")
+    }
+    y_train = datasets["train"].labels
+    pos_weight = float((y_train == 0).sum() / max(1, (y_train == 1).sum())) if train.pos_weight else 1.0
+    config = HyMaTEConfig(n_variables=normalizer.n_variables, n_statics=len(normalizer.static_names), **model_overrides)
+    model = HyMaTE(config)
+    module = BinaryOutcomeModule(model, train, pos_weight)
+
+    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=train.max_epochs,
+        accelerator="auto",
+        devices=1,
+        gradient_clip_val=train.grad_clip,
+        callbacks=[EarlyStopping("val/score", mode="max", patience=train.patience), best],
+        logger=CSVLogger(folder, name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+        limit_train_batches=train.limit_train_batches,
+        use_distributed_sampler=False,
+    )
+    last = folder / "lightning" / "last.ckpt"
+    trainer.fit(
+        module,
+        make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
+        make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
+        ckpt_path=last if resume and last.exists() else None,
+    )
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+
+    val_logits = predict_logits(model, datasets["val"])
+    a, b = fit_platt(val_logits, datasets["val"].labels)
+    test = datasets["test"]
+    probs = apply_platt(predict_logits(model, test), a, b)
+    metrics = binary_metrics(test.labels, probs)
+    ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
+    val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
+    wall = time.perf_counter() - start
+    row = {
+        "model": "hymate", "protocol": split.protocol, "seed": train.seed, "split": split.index,
+        **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
+        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(folder),
+        "params": sum(p.numel() for p in model.parameters()),
+    }  # fmt: skip
+    meta = {
+        "task": task.name, "split": split.name, "split_sha256": split.sha256,
+        "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
+    }  # fmt: skip
+    save_checkpoint(folder / "checkpoint", model, normalizer, meta)
+    history = _history(folder)
+    write_report(
+        folder / "report", f"HyMaTE on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
+        metrics, ci, {"row": row, **meta}, history,
+    )  # fmt: skip
+    return row
+
+
+def run_experiment(
+    data: EventData,
+    task: Task,
+    splits: list[Split],
+    seeds: list[int],
+    model_overrides: dict,
+    train: TrainConfig,
+    out: Path,
+    progress: bool = True,
+    resume: bool = True,
+) -> list[dict]:
+    """Every (split, seed) run, then `summary.json` and `summary.md` across them in `out`."""
+    rows = []
+    for split in splits:
+        for seed in seeds:
+            rows.append(run_one(data, task, split, model_overrides, replace(train, seed=seed), out, progress, resume))
+    summary = summarise_runs(rows, (*METRICS, "wall_s"))
+    (out / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
+    lines = [f"# HyMaTE on {task.name}", "", "| metric | mean | sd | runs |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {v['n']} |" for k, v in summary.items()]
+    lines += ["", "Per-run reports: " + ", ".join(f"`{r['protocol']}-split{r['split']}-seed{r['seed']}/report`" for r in rows)]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _history(folder: Path) -> pl.DataFrame | None:
+    path = folder / "logs" / "metrics.csv"
+    if not path.exists():
+        return None
+    frame = pl.read_csv(path, infer_schema_length=None)
+    cols = [c for c in ("epoch", "train/loss", "val/loss", "val/auroc", "val/ap") if c in frame.columns]
+    return frame.select(cols).group_by("epoch").agg(pl.all().drop_nulls().first()).sort("epoch")
+
+
+def _best_epoch(folder: Path) -> int | None:
+    history = _history(folder)
+    if history is None or "val/auroc" not in history.columns:
+        return None
+    score = history.get_column("val/auroc").fill_null(-1) + history.get_column("val/ap").fill_null(-1)
+    return int(history.get_column("epoch")[int(np.argmax(score.to_numpy()))])
