@@ -83,8 +83,8 @@ inline Vec<T> operator*(const Vec<T>& a, const Vec<T>& b) {
   return map2(a, b, [](T x, T y) { return x * y; });
 }
 template <typename T>
-inline Vec<T> operator/(const Vec<T>& a, const Vec<T>& b) {
-  return map2(a, b, [](T x, T y) { return x / y; });
+inline Vec<T> reciprocal(const Vec<T>& a) {
+  return map2(a, a, [](T x, T) { return T(1) / x; });
 }
 template <typename T>
 inline Vec<T> fma(const Vec<T>& a, const Vec<T>& b, const Vec<T>& c) {
@@ -131,9 +131,14 @@ struct Vec<float> {
 inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm512_mul_ps(a.v, b.v)}; }
-inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm512_div_ps(a.v, b.v)}; }
 inline Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) {
   return {_mm512_fmadd_ps(a.v, b.v, c.v)};
+}
+// 14-bit estimate plus one Newton step (~1 ulp): a division costs ~4x more, and the softplus and
+// sigmoids need one per time step and channel.
+inline Vec<float> reciprocal(Vec<float> a) {
+  const __m512 r = _mm512_rcp14_ps(a.v);
+  return {_mm512_fmadd_ps(r, _mm512_fnmadd_ps(a.v, r, _mm512_set1_ps(1.0f)), r)};
 }
 inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {_mm512_max_ps(a.v, b.v)}; }
 inline Vec<float> vabs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
@@ -205,7 +210,7 @@ inline Vec<float> vexp(const Vec<float>& a) {
 // log1p(e) for e in [0, 1] via 2 atanh(s), s = e / (2 + e) <= 1/3: the odd series converges fast.
 inline Vec<float> log1p_unit(const Vec<float>& e) {
   using V = Vec<float>;
-  const V s = e / (V::all(2.0f) + e);
+  const V s = e * reciprocal(V::all(2.0f) + e);
   const V s2 = s * s;
   V p = V::all(1.0f / 15.0f);
   for (float c : {13.0f, 11.0f, 9.0f, 7.0f, 5.0f, 3.0f, 1.0f}) p = fma(p, s2, V::all(1.0f / c));
@@ -220,7 +225,8 @@ inline Vec<T> softplus(const Vec<T>& x) {
 template <typename T>
 inline Vec<T> sigmoid(const Vec<T>& x) {
   using V = Vec<T>;
-  return V::all(T(1)) / (V::all(T(1)) + vexp(V::all(T(0)) - x));
+  // Clamped so that 1 + exp(-x) stays finite for the reciprocal (sigmoid(-80) ~ 2e-35).
+  return reciprocal(V::all(T(1)) + vexp(V::all(T(0)) - vmax(x, V::all(T(-80)))));
 }
 
 // A strided 3-d view: element (i, j, t) of the tensor at data[i*s0 + j*s1 + t*s2].
@@ -242,17 +248,18 @@ struct Shape {
   int64_t chunks;       // ceil(length / kChunk)
 };
 
-Shape make_shape(const at::Tensor& u, const at::Tensor& A) {
+// grouped = false: one task per (batch, lane group), the most parallelism (forward).
+// grouped = true: few tasks per batch element, so that the backward's cross-channel sums for
+// dB/dC are done once per batch element; channels are split only to keep every thread busy.
+Shape make_shape(const at::Tensor& u, const at::Tensor& A, bool grouped) {
   Shape s{};
   s.batch = u.size(0);
   s.dim = u.size(1);
   s.length = u.size(2);
   s.nstate = A.size(1);
   s.groups = (s.dim + kLanes - 1) / kLanes;
-  // Few tasks per batch element keeps the cross-channel sums for dB/dC cheap; split channels
-  // only when the batch alone cannot keep every thread busy.
   const int64_t want = std::max<int64_t>(1, (2 * at::get_num_threads() + s.batch - 1) / s.batch);
-  s.blocks = std::min(s.groups, want);
+  s.blocks = grouped ? std::min(s.groups, want) : s.groups;
   s.block = (s.groups + s.blocks - 1) / s.blocks;
   s.blocks = (s.groups + s.block - 1) / s.block;
   s.chunks = (s.length + kChunk - 1) / kChunk;
@@ -307,6 +314,10 @@ void store_tile(const View3<T>& dst, int64_t b, int64_t d0, int64_t dim, int64_t
 // B or C for one chunk as tile[t][n].
 template <typename T>
 void load_bc(const View3<T>& src, int64_t b, int64_t nstate, int64_t t0, int64_t tl, T* tile) {
+  if (nstate == kLanes) {  // the state plays the channels' part: same 16x16 transposes
+    load_tile(src, b, 0, nstate, t0, tl, 1, tile);
+    return;
+  }
   for (int64_t n = 0; n < nstate; ++n) {
     for (int64_t t = 0; t < tl; ++t) tile[t * nstate + n] = src(b, n, t0 + t);
   }
@@ -367,67 +378,91 @@ Inputs<T> make_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Te
   return in;
 }
 
+// One chunk of one lane group: h (the state, N vectors) is advanced over tl steps and y written.
+// NS > 0 fixes N at compile time so the loops unroll and the state stays in registers for the
+// whole chunk (d_state 16 = 16 of the 32 AVX-512 registers); NS = 0 takes N from the shape.
+template <typename T, int NS>
+void scan_chunk(int64_t nstate, int64_t tl, const T* dt_t, const T* u_t, const T* z_t,
+                const T* b_t, const T* c_t, const T* a_g, const Vec<T>& d_g, T* h, T* y_t) {
+  using V = Vec<T>;
+  constexpr int kRegs = NS > 0 ? NS : 1;
+  const int64_t N = NS > 0 ? NS : nstate;
+  V hr[kRegs];
+  if constexpr (NS > 0) {
+    for (int n = 0; n < NS; ++n) hr[n] = V::load(h + n * kLanes);
+  }
+  for (int64_t t = 0; t < tl; ++t) {
+    const T* bt = b_t + t * N;
+    const T* ct = c_t + t * N;
+    const V dt = V::load(dt_t + t * kLanes), uu = V::load(u_t + t * kLanes);
+    const V du = dt * uu;
+    V y = d_g * uu;
+    if constexpr (NS > 0) {
+#pragma GCC unroll 32
+      for (int n = 0; n < NS; ++n) {
+        hr[n] = fma(vexp(dt * V::load(a_g + n * kLanes)), hr[n], du * V::all(bt[n]));
+        y = fma(hr[n], V::all(ct[n]), y);
+      }
+    } else {
+      for (int64_t n = 0; n < N; ++n) {
+        const V hn = fma(vexp(dt * V::load(a_g + n * kLanes)), V::load(h + n * kLanes),
+                         du * V::all(bt[n]));
+        hn.store(h + n * kLanes);
+        y = fma(hn, V::all(ct[n]), y);
+      }
+    }
+    if (z_t) {
+      const V zz = V::load(z_t + t * kLanes);
+      y = y * zz * sigmoid(zz);
+    }
+    y.store(y_t + t * kLanes);
+  }
+  if constexpr (NS > 0) {
+    for (int n = 0; n < NS; ++n) hr[n].store(h + n * kLanes);
+  }
+}
+
+// One task per (batch element, lane group): the forward needs no cross-channel sums.
 template <typename T>
 void forward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& out, T* last_state,
                     T* checkpoints) {
   using V = Vec<T>;
-  const int64_t N = s.nstate, G = s.block;
-  at::parallel_for(0, s.batch * s.blocks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t tile = kChunk * G * kLanes;
+  const int64_t N = s.nstate;
+  at::parallel_for(0, s.batch * s.groups, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tile = kChunk * kLanes;
     std::vector<T> u_t(tile), dt_t(tile), z_t(in.has_z ? tile : 0), y_t(tile);
-    std::vector<T> b_t(kChunk * N), c_t(kChunk * N), h(G * N * kLanes);
+    std::vector<T> b_t(kChunk * N), c_t(kChunk * N), h(N * kLanes);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / s.blocks, g0 = (task % s.blocks) * G, d0 = g0 * kLanes;
-      const int64_t ng = std::min(G, s.groups - g0);
-      const std::vector<T> a_l = lanes_of<T>(in.A, d0, s.dim, ng);
-      const std::vector<T> d_l = lanes_of<T>(in.D, d0, s.dim, ng);
-      const std::vector<T> bias_l = lanes_of<T>(in.delta_bias, d0, s.dim, ng);
+      const int64_t b = task / s.groups, g = task % s.groups, d0 = g * kLanes;
+      const std::vector<T> a_l = lanes_of<T>(in.A, d0, s.dim, 1);
+      const std::vector<T> d_l = lanes_of<T>(in.D, d0, s.dim, 1);
+      const std::vector<T> bias_l = lanes_of<T>(in.delta_bias, d0, s.dim, 1);
       std::fill(h.begin(), h.end(), T(0));
       for (int64_t c = 0; c < s.chunks; ++c) {
         const int64_t t0 = c * kChunk, tl = std::min(kChunk, s.length - t0);
         if (checkpoints) {
-          for (int64_t g = 0; g < ng; ++g) {
-            std::copy_n(h.data() + g * N * kLanes, N * kLanes,
-                        checkpoints + ((b * s.groups + g0 + g) * s.chunks + c) * N * kLanes);
-          }
+          std::copy_n(h.data(), N * kLanes,
+                      checkpoints + ((b * s.groups + g) * s.chunks + c) * N * kLanes);
         }
-        load_tile(in.u, b, d0, s.dim, t0, tl, ng, u_t.data());
-        load_tile(in.delta, b, d0, s.dim, t0, tl, ng, dt_t.data());
-        finish_delta(dt_t.data(), bias_l.data(), tl, ng, in.softplus);
-        if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, ng, z_t.data());
+        load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data());
+        load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data());
+        finish_delta(dt_t.data(), bias_l.data(), tl, 1, in.softplus);
+        if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data());
         load_bc(in.B, b, N, t0, tl, b_t.data());
         load_bc(in.C, b, N, t0, tl, c_t.data());
-        for (int64_t t = 0; t < tl; ++t) {
-          const T* bt = b_t.data() + t * N;
-          const T* ct = c_t.data() + t * N;
-          for (int64_t g = 0; g < ng; ++g) {
-            const int64_t off = (t * ng + g) * kLanes;
-            const V dt = V::load(dt_t.data() + off), uu = V::load(u_t.data() + off);
-            const V du = dt * uu;
-            V y = V::load(d_l.data() + g * kLanes) * uu;
-            T* hg = h.data() + g * N * kLanes;
-            const T* ag = a_l.data() + g * N * kLanes;
-            for (int64_t n = 0; n < N; ++n) {
-              const V hn = fma(vexp(dt * V::load(ag + n * kLanes)), V::load(hg + n * kLanes),
-                               du * V::all(bt[n]));
-              hn.store(hg + n * kLanes);
-              y = fma(hn, V::all(ct[n]), y);
-            }
-            if (in.has_z) {
-              const V zz = V::load(z_t.data() + off);
-              y = y * zz * sigmoid(zz);
-            }
-            y.store(y_t.data() + off);
-          }
+        const T* zp = in.has_z ? z_t.data() : nullptr;
+        const V d_g = V::load(d_l.data());
+        if (N == 16) {
+          scan_chunk<T, 16>(N, tl, dt_t.data(), u_t.data(), zp, b_t.data(), c_t.data(),
+                            a_l.data(), d_g, h.data(), y_t.data());
+        } else {
+          scan_chunk<T, 0>(N, tl, dt_t.data(), u_t.data(), zp, b_t.data(), c_t.data(),
+                           a_l.data(), d_g, h.data(), y_t.data());
         }
-        store_tile(out, b, d0, s.dim, t0, tl, ng, y_t.data());
+        store_tile(out, b, d0, s.dim, t0, tl, 1, y_t.data());
       }
-      for (int64_t g = 0; g < ng; ++g) {
-        for (int64_t k = 0; k < kLanes && d0 + g * kLanes + k < s.dim; ++k) {
-          for (int64_t n = 0; n < N; ++n) {
-            last_state[(b * s.dim + d0 + g * kLanes + k) * N + n] = h[(g * N + n) * kLanes + k];
-          }
-        }
+      for (int64_t k = 0; k < kLanes && d0 + k < s.dim; ++k) {
+        for (int64_t n = 0; n < N; ++n) last_state[(b * s.dim + d0 + k) * N + n] = h[n * kLanes + k];
       }
     }
   });
@@ -443,75 +478,80 @@ template <typename T>
 void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
                      const T* checkpoints, const Grads<T>& gr) {
   using V = Vec<T>;
-  const int64_t N = s.nstate, G = s.block;
+  const int64_t N = s.nstate, G = s.block, st = N * kLanes;  // st: one group's state
   at::parallel_for(0, s.batch * s.blocks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t tile = kChunk * G * kLanes, states = G * N * kLanes;
+    const int64_t tile = kChunk * kLanes;
     std::vector<T> u_t(tile), dt_t(tile), sig_t(tile), go_t(tile), du_t(tile), ddt_t(tile);
     std::vector<T> z_t(in.has_z ? tile : 0), dz_t(in.has_z ? tile : 0), y_buf(tile);
-    std::vector<T> b_t(kChunk * N), c_t(kChunk * N), acc_b(N * kLanes), acc_c(N * kLanes);
-    std::vector<T> h_buf((kChunk + 1) * states), a_buf(kChunk * states), gh(states), dA_acc(states);
+    std::vector<T> b_t(kChunk * N), c_t(kChunk * N);
+    // Per time step of the chunk, lane-wise partial sums of dB and dC over the task's groups;
+    // reduced over lanes once per chunk.
+    std::vector<T> acc_b(kChunk * st), acc_c(kChunk * st);
+    std::vector<T> h_buf((kChunk + 1) * st), a_buf(kChunk * st), gh(G * st), dA_acc(G * st);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / s.blocks, blk = task % s.blocks, g0 = blk * G, d0 = g0 * kLanes;
-      const int64_t ng = std::min(G, s.groups - g0), st = ng * N * kLanes;
-      const std::vector<T> a_l = lanes_of<T>(in.A, d0, s.dim, ng);
-      const std::vector<T> d_l = lanes_of<T>(in.D, d0, s.dim, ng);
-      const std::vector<T> bias_l = lanes_of<T>(in.delta_bias, d0, s.dim, ng);
+      const int64_t b = task / s.blocks, blk = task % s.blocks, g0 = blk * G;
+      const int64_t ng = std::min(G, s.groups - g0);
+      const std::vector<T> a_l = lanes_of<T>(in.A, g0 * kLanes, s.dim, ng);
+      const std::vector<T> d_l = lanes_of<T>(in.D, g0 * kLanes, s.dim, ng);
+      const std::vector<T> bias_l = lanes_of<T>(in.delta_bias, g0 * kLanes, s.dim, ng);
       std::vector<T> dD_acc(ng * kLanes, T(0)), dbias_acc(ng * kLanes, T(0));
       std::fill(gh.begin(), gh.end(), T(0));
       std::fill(dA_acc.begin(), dA_acc.end(), T(0));
       for (int64_t c = s.chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * kChunk, tl = std::min(kChunk, s.length - t0);
-        load_tile(in.u, b, d0, s.dim, t0, tl, ng, u_t.data());
-        load_tile(in.delta, b, d0, s.dim, t0, tl, ng, dt_t.data());
-        if (in.softplus) {  // d softplus(v) / dv = sigmoid(v)
-          for (int64_t i = 0; i < tl * ng; ++i) {
-            const int64_t off = i * kLanes;
-            const V v = V::load(dt_t.data() + off) + V::load(bias_l.data() + (i % ng) * kLanes);
-            sigmoid(v).store(sig_t.data() + off);
-          }
-        }
-        finish_delta(dt_t.data(), bias_l.data(), tl, ng, in.softplus);
-        if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, ng, z_t.data());
-        load_tile(gout, b, d0, s.dim, t0, tl, ng, go_t.data());
         load_bc(in.B, b, N, t0, tl, b_t.data());
         load_bc(in.C, b, N, t0, tl, c_t.data());
-
-        // Recompute the chunk from its checkpoint: h_buf[t + 1] = state after step t, a_buf[t]
-        // = exp(delta_t * A), y_buf[t] = y_t before gating.
+        std::fill(acc_b.begin(), acc_b.end(), T(0));
+        std::fill(acc_c.begin(), acc_c.end(), T(0));
+        // One lane group at a time keeps the tiles and the recomputed chunk in L2.
         for (int64_t g = 0; g < ng; ++g) {
-          std::copy_n(checkpoints + ((b * s.groups + g0 + g) * s.chunks + c) * N * kLanes,
-                      N * kLanes, h_buf.data() + g * N * kLanes);
-        }
-        for (int64_t t = 0; t < tl; ++t) {
-          const T* hp = h_buf.data() + t * st;
-          T* hc = h_buf.data() + (t + 1) * st;
-          T* at = a_buf.data() + t * st;
-          for (int64_t g = 0; g < ng; ++g) {
-            const int64_t off = (t * ng + g) * kLanes;
-            const V dt = V::load(dt_t.data() + off), uu = V::load(u_t.data() + off);
+          const int64_t d0 = (g0 + g) * kLanes;
+          const T* a_g = a_l.data() + g * st;
+          const V d_g = V::load(d_l.data() + g * kLanes), bias_g = V::load(bias_l.data() + g * kLanes);
+          load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data());
+          load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data());
+          if (in.softplus) {  // d softplus(v) / dv = sigmoid(v)
+            for (int64_t t = 0; t < tl; ++t) {
+              sigmoid(V::load(dt_t.data() + t * kLanes) + bias_g).store(sig_t.data() + t * kLanes);
+            }
+          }
+          finish_delta(dt_t.data(), bias_l.data() + g * kLanes, tl, 1, in.softplus);
+          if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data());
+          load_tile(gout, b, d0, s.dim, t0, tl, 1, go_t.data());
+
+          // Recompute the chunk from its checkpoint: h_buf[t + 1] = state after step t,
+          // a_buf[t] = exp(delta_t * A), y_buf[t] = y_t before gating.
+          std::copy_n(checkpoints + ((b * s.groups + g0 + g) * s.chunks + c) * st, st,
+                      h_buf.data());
+          for (int64_t t = 0; t < tl; ++t) {
+            const T* hp = h_buf.data() + t * st;
+            T* hc = h_buf.data() + (t + 1) * st;
+            T* at = a_buf.data() + t * st;
+            const V dt = V::load(dt_t.data() + t * kLanes), uu = V::load(u_t.data() + t * kLanes);
             const V du = dt * uu;
-            V y = V::load(d_l.data() + g * kLanes) * uu;
+            V y = d_g * uu;
             for (int64_t n = 0; n < N; ++n) {
-              const int64_t o = (g * N + n) * kLanes;
-              const V a = vexp(dt * V::load(a_l.data() + o));
+              const int64_t o = n * kLanes;
+              const V a = vexp(dt * V::load(a_g + o));
               const V hn = fma(a, V::load(hp + o), du * V::all(b_t[t * N + n]));
               a.store(at + o);
               hn.store(hc + o);
               y = fma(hn, V::all(c_t[t * N + n]), y);
             }
-            y.store(y_buf.data() + off);
+            y.store(y_buf.data() + t * kLanes);
           }
-        }
 
-        // Reverse sweep. gh holds dL/dh; entering step t it carries a_{t+1} * dL/dh_{t+1}.
-        for (int64_t t = tl - 1; t >= 0; --t) {
-          const T* hp = h_buf.data() + t * st;
-          const T* hc = h_buf.data() + (t + 1) * st;
-          const T* at = a_buf.data() + t * st;
-          std::fill(acc_b.begin(), acc_b.end(), T(0));
-          std::fill(acc_c.begin(), acc_c.end(), T(0));
-          for (int64_t g = 0; g < ng; ++g) {
-            const int64_t off = (t * ng + g) * kLanes;
+          // Reverse sweep. gh holds dL/dh; entering step t it carries a_{t+1} * dL/dh_{t+1}.
+          T* gh_g = gh.data() + g * st;
+          T* dA_g = dA_acc.data() + g * st;
+          V dD = V::load(dD_acc.data() + g * kLanes), dbias = V::load(dbias_acc.data() + g * kLanes);
+          for (int64_t t = tl - 1; t >= 0; --t) {
+            const int64_t off = t * kLanes;
+            const T* hp = h_buf.data() + t * st;
+            const T* hc = h_buf.data() + (t + 1) * st;
+            const T* at = a_buf.data() + t * st;
+            T* ab = acc_b.data() + t * st;
+            T* ac = acc_c.data() + t * st;
             const V dt = V::load(dt_t.data() + off), uu = V::load(u_t.data() + off);
             const V go = V::load(go_t.data() + off);
             V gy = go;
@@ -522,39 +562,45 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
                   .store(dz_t.data() + off);
             }
             const V dtu = dt * uu;
-            V du = V::load(d_l.data() + g * kLanes) * gy, ddt = V::all(T(0));
-            fma(gy, uu, V::load(dD_acc.data() + g * kLanes)).store(dD_acc.data() + g * kLanes);
+            // h_t = a * h_{t-1} + (delta * u) * B: with S = sum_n dL/dh_t[n] * B_t[n], the input
+            // term gives du = delta * S and ddelta = u * S; the decay term adds
+            // ddelta += sum_n dL/dh_t[n] * h_{t-1}[n] * a[n] * A[n].
+            V S = V::all(T(0)), ddt = V::all(T(0));
+            dD = fma(gy, uu, dD);
             for (int64_t n = 0; n < N; ++n) {
-              const int64_t o = (g * N + n) * kLanes;
-              const V bn = V::all(b_t[t * N + n]);
+              const int64_t o = n * kLanes;
               const V a = V::load(at + o);
-              const V g_h = fma(gy, V::all(c_t[t * N + n]), V::load(gh.data() + o));
+              const V g_h = fma(gy, V::all(c_t[t * N + n]), V::load(gh_g + o));
               const V g_ha = g_h * V::load(hp + o) * a;  // dL/d(delta * A) through h_t
-              fma(gy, V::load(hc + o), V::load(acc_c.data() + n * kLanes))
-                  .store(acc_c.data() + n * kLanes);
-              fma(g_h, dtu, V::load(acc_b.data() + n * kLanes)).store(acc_b.data() + n * kLanes);
-              fma(g_ha, dt, V::load(dA_acc.data() + o)).store(dA_acc.data() + o);
-              ddt = fma(g_ha, V::load(a_l.data() + o), fma(g_h * uu, bn, ddt));
-              du = fma(g_h * dt, bn, du);
-              (g_h * a).store(gh.data() + o);
+              fma(gy, V::load(hc + o), V::load(ac + o)).store(ac + o);
+              fma(g_h, dtu, V::load(ab + o)).store(ab + o);
+              fma(g_ha, dt, V::load(dA_g + o)).store(dA_g + o);
+              ddt = fma(g_ha, V::load(a_g + o), ddt);
+              S = fma(g_h, V::all(b_t[t * N + n]), S);
+              (g_h * a).store(gh_g + o);
             }
+            ddt = fma(uu, S, ddt);
             const V dv = in.softplus ? ddt * V::load(sig_t.data() + off) : ddt;
             dv.store(ddt_t.data() + off);
-            (V::load(dbias_acc.data() + g * kLanes) + dv).store(dbias_acc.data() + g * kLanes);
-            du.store(du_t.data() + off);
+            dbias = dbias + dv;
+            fma(dt, S, d_g * gy).store(du_t.data() + off);
           }
+          dD.store(dD_acc.data() + g * kLanes);
+          dbias.store(dbias_acc.data() + g * kLanes);
+          store_tile(gr.du, b, d0, s.dim, t0, tl, 1, du_t.data());
+          store_tile(gr.ddelta, b, d0, s.dim, t0, tl, 1, ddt_t.data());
+          if (in.has_z) store_tile(gr.dz, b, d0, s.dim, t0, tl, 1, dz_t.data());
+        }
+        for (int64_t t = 0; t < tl; ++t) {
           for (int64_t n = 0; n < N; ++n) {
-            gr.dB(blk * s.batch + b, n, t0 + t) = hsum(V::load(acc_b.data() + n * kLanes));
-            gr.dC(blk * s.batch + b, n, t0 + t) = hsum(V::load(acc_c.data() + n * kLanes));
+            gr.dB(blk * s.batch + b, n, t0 + t) = hsum(V::load(acc_b.data() + t * st + n * kLanes));
+            gr.dC(blk * s.batch + b, n, t0 + t) = hsum(V::load(acc_c.data() + t * st + n * kLanes));
           }
         }
-        store_tile(gr.du, b, d0, s.dim, t0, tl, ng, du_t.data());
-        store_tile(gr.ddelta, b, d0, s.dim, t0, tl, ng, ddt_t.data());
-        if (in.has_z) store_tile(gr.dz, b, d0, s.dim, t0, tl, ng, dz_t.data());
       }
       for (int64_t g = 0; g < ng; ++g) {
-        for (int64_t k = 0; k < kLanes && d0 + g * kLanes + k < s.dim; ++k) {
-          const int64_t d = d0 + g * kLanes + k;
+        for (int64_t k = 0; k < kLanes && (g0 + g) * kLanes + k < s.dim; ++k) {
+          const int64_t d = (g0 + g) * kLanes + k;
           for (int64_t n = 0; n < N; ++n) {
             gr.dA[(b * s.dim + d) * N + n] = dA_acc[(g * N + n) * kLanes + k];
           }
@@ -575,7 +621,7 @@ std::vector<at::Tensor> scan_forward(const at::Tensor& u, const at::Tensor& delt
                                      const c10::optional<at::Tensor>& z,
                                      const c10::optional<at::Tensor>& delta_bias,
                                      bool delta_softplus, bool save_checkpoints) {
-  const Shape s = make_shape(u, A);
+  const Shape s = make_shape(u, A, /*grouped=*/false);
   at::Tensor out = at::empty_like(u);
   at::Tensor last = at::empty({s.batch, s.dim, s.nstate}, u.options());
   at::Tensor ckpt = save_checkpoints
@@ -598,10 +644,11 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
                                       const c10::optional<at::Tensor>& delta_bias,
                                       bool delta_softplus, const at::Tensor& checkpoints,
                                       const at::Tensor& grad_out) {
-  const Shape s = make_shape(u, A);
+  const Shape s = make_shape(u, A, /*grouped=*/true);
   TORCH_CHECK(checkpoints.numel() == s.batch * s.groups * s.chunks * s.nstate * kLanes,
               "checkpoints do not match the inputs");
-  at::Tensor du = at::empty_like(u), ddelta = at::empty_like(delta);
+  at::Tensor du = at::empty_like(u);
+  at::Tensor ddelta = at::empty_like(delta);
   at::Tensor dz = z.has_value() ? at::empty_like(*z) : at::Tensor();
   auto opts = u.options();
   at::Tensor dB = at::empty({s.blocks, s.batch, s.nstate, s.length}, opts);
