@@ -40,11 +40,15 @@ def selective_scan_reference(
     u, delta, A, B, C = (t.to(ct) for t in (u, delta, A, B, C))
     delta = effective_delta(delta, delta_bias, delta_softplus)
 
-    deltaA = torch.exp(delta.unsqueeze(-1) * A[:, None, :])  # [b, d, l, n]
-    deltaB_u = (delta * u).unsqueeze(-1) * B.transpose(1, 2).unsqueeze(1)  # [b, d, l, n]
+    # Time-major [l, b, d, n] so that each step reads contiguous slices: a [b, d, l, n] layout
+    # makes every step gather b*d scattered rows (several times slower at L=4096).
+    delta_t = delta.permute(2, 0, 1).contiguous()  # [l, b, d]
+    deltaA = torch.exp(delta_t.unsqueeze(-1) * A)
+    deltaB_u = (delta_t * u.permute(2, 0, 1)).unsqueeze(-1) * B.permute(2, 0, 1).unsqueeze(2)
     state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
-    for dA_t, dBu_t, C_t in zip(deltaA.unbind(2), deltaB_u.unbind(2), C.unbind(2), strict=True):
+    steps = zip(deltaA.unbind(0), deltaB_u.unbind(0), C.permute(2, 0, 1).unbind(0), strict=True)
+    for dA_t, dBu_t, C_t in steps:
         state = dA_t * state + dBu_t
         ys.append(torch.einsum("bdn,bn->bd", state, C_t))
     y = torch.stack(ys, dim=-1)
