@@ -105,9 +105,8 @@ class MambaBlock(nn.Module):
         # dt starts log-uniform in [dt_min, dt_max]; the bias is its inverse softplus so that
         # softplus(dt_proj(.) + bias) starts there. The weight keeps the projection's scale O(1).
         nn.init.uniform_(self.dt_proj.weight, -(rank**-0.5), rank**-0.5)
-        dt = torch.exp(torch.rand(d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)).clamp(
-            min=c.dt_init_floor
-        )
+        log_dt = torch.rand(d_inner) * (math.log(c.dt_max) - math.log(c.dt_min)) + math.log(c.dt_min)
+        dt = torch.exp(log_dt).clamp(min=c.dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 

@@ -50,7 +50,8 @@ def load_extension() -> ModuleType | None:
             extra_ldflags=["-fopenmp"],
         )
     except Exception as exc:  # any build or load failure means: use the fallback
-        _error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        last_line = (str(exc).strip().splitlines() or [""])[-1]  # build logs can be long
+        _error = f"{type(exc).__name__}: {last_line}"
         warnings.warn(
             f"hymate: the C++ selective scan could not be built ({_error}); using the slower pure-PyTorch scan",
             RuntimeWarning,
