@@ -227,3 +227,27 @@ def test_cuda_backend_matches_reference():
     assert rel_err(out, ref_out) < 1e-4
     for name in NAMES:
         assert rel_err(grads[name], ref_grads[name]) < 1e-3, name
+
+
+def test_cpp_output_cache_reuses_blocks_without_mixing_results(cpp_extension):
+    # 2 x 64 x 2100 float32 = 1.03 MiB per tensor: above the cache's 1 MiB threshold.
+    scan_cpu.clear_cache()
+    inputs = random_scan_inputs(2, 64, 2100, 16, seed=11)
+    ref_out, ref_grads = outputs_and_grads(inputs, "reference", True, torch.float64)
+    held_out, held_grads = outputs_and_grads(inputs, "cpp", True, torch.float32)
+    other = random_scan_inputs(2, 64, 2100, 16, seed=12)
+    for _ in range(3):  # reuses the cached blocks; the tensors still held must not change
+        out, grads = outputs_and_grads(inputs, "cpp", True, torch.float32)
+        outputs_and_grads(other, "cpp", True, torch.float32)
+        assert scan_cpu.cache_info()[0] > 0  # the freed outputs and gradients went to the cache
+        assert torch.equal(out, held_out)
+        assert all(torch.equal(grads[k], held_grads[k]) for k in grads)
+    assert rel_err(held_out, ref_out) < 1e-5
+    assert all(rel_err(held_grads[k], ref_grads[k]) < 1e-5 for k in ref_grads)
+    # A transposed (channel-contiguous) input gives outputs in the same memory layout.
+    u = inputs["u"].transpose(1, 2).contiguous().transpose(1, 2)
+    out = selective_scan(**{**inputs, "u": u}, backend="cpp")
+    assert out.stride() == u.stride()
+    torch.testing.assert_close(out, held_out, rtol=0, atol=0)
+    scan_cpu.clear_cache()
+    assert scan_cpu.cache_info()[0] == 0

@@ -4,6 +4,14 @@ The extension (``csrc/selective_scan.cpp``) is compiled with ``torch.utils.cpp_e
 on first use, never at import time: ~30 s the first time, then loaded from the torch extensions
 cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) in ~0.1 s. If the build
 fails (no compiler, no ninja), one warning is issued and callers fall back to the reference scan.
+
+Large outputs (y, du, ddelta, dz, dB, dC, the backward's checkpoints; blocks >= 1 MiB) come from a
+small cache of freed blocks inside the extension rather than from a fresh allocation each call:
+glibc maps and unmaps blocks of >= 32 MiB on every call, and faulting their pages in again cost ~25
+ms of a ~150 ms forward+backward at L=4096. Only the extension's own tensors are affected (the
+process's allocator settings are left alone). The cache keeps at most ``HYMATE_SCAN_CACHE_MB`` MiB
+of free blocks (default 512, read when the extension loads; ``0`` turns it off); ``clear_cache()``
+frees them.
 """
 
 from __future__ import annotations
@@ -58,6 +66,18 @@ def load_extension() -> ModuleType | None:
             stacklevel=3,
         )
     return _ext
+
+
+def clear_cache() -> None:
+    """Free the extension's cached output buffers (no-op if it is not loaded)."""
+    if _ext is not None:
+        _ext.clear_cache()
+
+
+def cache_info() -> tuple[int, int]:
+    """(bytes of free blocks held, capacity in bytes) of the output-buffer cache; (0, 0) if the
+    extension is not loaded."""
+    return tuple(_ext.cache_info()) if _ext is not None else (0, 0)
 
 
 def build_error() -> str | None:

@@ -22,7 +22,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -98,6 +101,13 @@ template <typename T>
 inline Vec<T> vabs(const Vec<T>& a) {
   return map2(a, a, [](T x, T) { return std::abs(x); });
 }
+// x >= 0 ? a : b, lane-wise.
+template <typename T>
+inline Vec<T> select_nonneg(const Vec<T>& x, const Vec<T>& a, const Vec<T>& b) {
+  Vec<T> r;
+  for (int64_t k = 0; k < kLanes; ++k) r.v[k] = x.v[k] >= T(0) ? a.v[k] : b.v[k];
+  return r;
+}
 template <typename T>
 inline T hsum(const Vec<T>& a) {
   T s = T(0);
@@ -143,6 +153,9 @@ inline Vec<float> reciprocal(Vec<float> a) {
 inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {_mm512_max_ps(a.v, b.v)}; }
 inline Vec<float> vabs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
 inline float hsum(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
+inline Vec<float> select_nonneg(Vec<float> x, Vec<float> a, Vec<float> b) {
+  return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, _mm512_setzero_ps(), _CMP_GE_OQ), b.v, a.v)};
+}
 
 // 16x16 transpose in registers: interleave pairs, then quads, then 128-bit lanes twice.
 inline void transpose_block(const float* src, int64_t ss, float* dst, int64_t ds) {
@@ -221,6 +234,16 @@ template <typename T>
 inline Vec<T> softplus(const Vec<T>& x) {
   using V = Vec<T>;
   return vmax(x, V::all(T(0))) + log1p_unit(vexp(V::all(T(0)) - vabs(x)));
+}
+// softplus(x) and, in *sig, its derivative sigmoid(x), from one exponential e = exp(-|x|):
+// sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) below.
+template <typename T>
+inline Vec<T> softplus_sigmoid(const Vec<T>& x, Vec<T>* sig) {
+  using V = Vec<T>;
+  const V e = vexp(V::all(T(0)) - vabs(x));
+  const V r = reciprocal(V::all(T(1)) + e);
+  *sig = select_nonneg(x, r, e * r);
+  return vmax(x, V::all(T(0))) + log1p_unit(e);
 }
 template <typename T>
 inline Vec<T> sigmoid(const Vec<T>& x) {
@@ -512,10 +535,14 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
           load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data());
           if (in.softplus) {  // d softplus(v) / dv = sigmoid(v)
             for (int64_t t = 0; t < tl; ++t) {
-              sigmoid(V::load(dt_t.data() + t * kLanes) + bias_g).store(sig_t.data() + t * kLanes);
+              V sg;
+              T* dt = dt_t.data() + t * kLanes;
+              softplus_sigmoid(V::load(dt) + bias_g, &sg).store(dt);
+              sg.store(sig_t.data() + t * kLanes);
             }
+          } else {
+            finish_delta(dt_t.data(), bias_l.data() + g * kLanes, tl, 1, false);
           }
-          finish_delta(dt_t.data(), bias_l.data() + g * kLanes, tl, 1, in.softplus);
           if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data());
           load_tile(gout, b, d0, s.dim, t0, tl, 1, go_t.data());
 
@@ -612,6 +639,98 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
   });
 }
 
+// ---- Buffer cache for the large outputs -----------------------------------------------------
+// glibc serves allocations of >= 32 MiB with fresh mmap'd pages and unmaps them on free, so
+// every call page-faults its outputs and gradients in again (4 KiB faults cost ~1.5 us each on
+// this VM: ~25 ms of a 150 ms forward+backward at L=4096). The outputs of this extension (y, the
+// backward checkpoints, du, ddelta, dz, dB, dC) are therefore allocated from a small cache of
+// freed blocks of the same size. Only these tensors are affected, nothing process-wide; the
+// cache holds at most HYMATE_SCAN_CACHE_MB MiB of *free* blocks (default 512; 0 disables it),
+// and blocks beyond that are given back to the allocator when freed. clear_cache() empties it.
+constexpr size_t kMinCachedBytes = size_t(1) << 20;  // smaller blocks: glibc reuses them already
+
+class BufferCache {
+ public:
+  void* get(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes) != 0) throw std::bad_alloc();
+    return p;
+  }
+  void put(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + bytes <= capacity_) {
+        free_.emplace(bytes, p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+  void clear() {
+    std::unordered_multimap<size_t, void*> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      drop.swap(free_);
+      cached_ = 0;
+    }
+    for (auto& kv : drop) std::free(kv.second);
+  }
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+  size_t capacity() const { return capacity_; }
+
+  static BufferCache& instance() {
+    // Never destroyed: tensors may be freed during interpreter shutdown, after static destructors.
+    static BufferCache* cache = new BufferCache(capacity_from_env());
+    return *cache;
+  }
+
+ private:
+  explicit BufferCache(size_t capacity) : capacity_(capacity) {}
+  static size_t capacity_from_env() {
+    const char* v = std::getenv("HYMATE_SCAN_CACHE_MB");
+    if (v == nullptr || *v == '\0') return size_t(512) << 20;
+    char* end = nullptr;
+    const long long mb = std::strtoll(v, &end, 10);
+    return (end == v || mb <= 0) ? 0 : size_t(mb) << 20;
+  }
+  std::mutex mu_;
+  std::unordered_multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+  const size_t capacity_;
+};
+
+// Like at::empty(sizes, opts) (strides of `like` if it is dense, as empty_like keeps them), from
+// the cache when the block is large. The contents are uninitialised either way.
+at::Tensor empty_cached(at::IntArrayRef sizes, const at::TensorOptions& opts,
+                        const at::Tensor& like = at::Tensor()) {
+  int64_t numel = 1;
+  for (int64_t n : sizes) numel *= n;
+  const size_t bytes = size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(opts.dtype()));
+  BufferCache& cache = BufferCache::instance();
+  const bool dense = like.defined() && like.is_non_overlapping_and_dense();
+  if (bytes < kMinCachedBytes || cache.capacity() == 0) {
+    return dense ? at::empty_like(like, opts) : at::empty(sizes, opts);
+  }
+  void* p = cache.get(bytes);
+  auto deleter = [bytes](void* q) { BufferCache::instance().put(q, bytes); };
+  if (dense) return at::from_blob(p, sizes, like.strides(), deleter, opts);
+  return at::from_blob(p, sizes, deleter, opts);
+}
+
 at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
 // Returns (out, last_state, checkpoints); checkpoints is empty unless save_checkpoints.
@@ -622,10 +741,10 @@ std::vector<at::Tensor> scan_forward(const at::Tensor& u, const at::Tensor& delt
                                      const c10::optional<at::Tensor>& delta_bias,
                                      bool delta_softplus, bool save_checkpoints) {
   const Shape s = make_shape(u, A, /*grouped=*/false);
-  at::Tensor out = at::empty_like(u);
+  at::Tensor out = empty_cached(u.sizes(), u.options(), u);
   at::Tensor last = at::empty({s.batch, s.dim, s.nstate}, u.options());
   at::Tensor ckpt = save_checkpoints
-                        ? at::empty({s.batch, s.groups, s.chunks, s.nstate, kLanes}, u.options())
+                        ? empty_cached({s.batch, s.groups, s.chunks, s.nstate, kLanes}, u.options())
                         : at::empty({0}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_forward", [&] {
     const auto in = make_inputs<scalar_t>(u, delta, A, B, C, opt(D), opt(z), opt(delta_bias),
@@ -647,12 +766,12 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
   const Shape s = make_shape(u, A, /*grouped=*/true);
   TORCH_CHECK(checkpoints.numel() == s.batch * s.groups * s.chunks * s.nstate * kLanes,
               "checkpoints do not match the inputs");
-  at::Tensor du = at::empty_like(u);
-  at::Tensor ddelta = at::empty_like(delta);
-  at::Tensor dz = z.has_value() ? at::empty_like(*z) : at::Tensor();
+  at::Tensor du = empty_cached(u.sizes(), u.options(), u);
+  at::Tensor ddelta = empty_cached(delta.sizes(), delta.options(), delta);
+  at::Tensor dz = z.has_value() ? empty_cached(z->sizes(), z->options(), *z) : at::Tensor();
   auto opts = u.options();
-  at::Tensor dB = at::empty({s.blocks, s.batch, s.nstate, s.length}, opts);
-  at::Tensor dC = at::empty({s.blocks, s.batch, s.nstate, s.length}, opts);
+  at::Tensor dB = empty_cached({s.blocks, s.batch, s.nstate, s.length}, opts);
+  at::Tensor dC = empty_cached({s.blocks, s.batch, s.nstate, s.length}, opts);
   at::Tensor dA = at::empty({s.batch, s.dim, s.nstate}, opts);
   at::Tensor dD = at::empty({s.batch, s.dim}, opts), dbias = at::empty({s.batch, s.dim}, opts);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_backward", [&] {
@@ -670,7 +789,9 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
     backward_kernel<scalar_t>(in, s, View3<scalar_t>(grad_out), checkpoints.data_ptr<scalar_t>(),
                               gr);
   });
-  return {du, ddelta, dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0), dz, dbias.sum(0)};
+  // One block (the usual case, batch >= 2 * threads): no partial sums to add up.
+  auto total = [&](const at::Tensor& t) { return s.blocks == 1 && t.size(0) == 1 ? t[0] : t.sum(0); };
+  return {du, ddelta, dA.sum(0), total(dB), total(dC), dD.sum(0), dz, dbias.sum(0)};
 }
 
 }  // namespace
@@ -678,4 +799,10 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &scan_forward, "selective scan forward (CPU)");
   m.def("backward", &scan_backward, "selective scan backward (CPU)");
+  m.def("clear_cache", [] { BufferCache::instance().clear(); },
+        "free the cached output buffers");
+  m.def("cache_info", [] {
+    BufferCache& c = BufferCache::instance();
+    return std::make_pair(c.cached_bytes(), c.capacity());
+  }, "(bytes of free blocks held, capacity in bytes)");
 }
