@@ -292,9 +292,12 @@ Shape make_shape(const at::Tensor& u, const at::Tensor& A, bool grouped) {
 // Copy src(b, d, t0 + t) for the task's channels into tile[t][g][lane]; absent channels read 0.
 // Time-contiguous rows ([batch, dim, length]) go through 16x16 register transposes; channel-
 // contiguous memory (the Mamba block's [batch, length, dim]) is a plain copy per time step.
+// pf: offset in time steps of the chunk to prefetch next (+kChunk forward, -kChunk in the
+// backward's reverse sweep, 0 for none); 16 rows 16 KiB apart are too many streams for the
+// hardware prefetcher to follow.
 template <typename T>
 void load_tile(const View3<T>& src, int64_t b, int64_t d0, int64_t dim, int64_t t0, int64_t tl,
-               int64_t block, T* tile) {
+               int64_t block, T* tile, int64_t pf) {
   const int64_t ts = block * kLanes;  // tile stride between time steps
   for (int64_t g = 0; g < block; ++g) {
     const int64_t lanes = std::min(kLanes, dim - d0 - g * kLanes);
@@ -304,9 +307,9 @@ void load_tile(const View3<T>& src, int64_t b, int64_t d0, int64_t dim, int64_t 
     if (src.s2 == 1 && lanes == kLanes) {
       for (; t + kLanes <= tl; t += kLanes) {
         transpose_block(row + t, src.s1, dst + t * ts, ts);
-        // Too many rows for the hardware prefetcher to follow: fetch the next chunk's
-        // cache line of each row while this chunk computes.
-        for (int64_t k = 0; k < kLanes; ++k) __builtin_prefetch(row + k * src.s1 + t + kChunk, 0, 2);
+        if (pf != 0) {
+          for (int64_t k = 0; k < kLanes; ++k) __builtin_prefetch(row + k * src.s1 + t + pf, 0, 2);
+        }
       }
     }
     for (; t < tl; ++t) {
@@ -318,7 +321,7 @@ void load_tile(const View3<T>& src, int64_t b, int64_t d0, int64_t dim, int64_t 
 
 template <typename T>
 void store_tile(const View3<T>& dst, int64_t b, int64_t d0, int64_t dim, int64_t t0, int64_t tl,
-                int64_t block, const T* tile) {
+                int64_t block, const T* tile, int64_t pf) {
   const int64_t ts = block * kLanes;
   for (int64_t g = 0; g < block; ++g) {
     const int64_t lanes = std::min(kLanes, dim - d0 - g * kLanes);
@@ -326,7 +329,12 @@ void store_tile(const View3<T>& dst, int64_t b, int64_t d0, int64_t dim, int64_t
     const T* src = tile + g * kLanes;
     int64_t t = 0;
     if (dst.s2 == 1 && lanes == kLanes) {
-      for (; t + kLanes <= tl; t += kLanes) transpose_block(src + t * ts, ts, row + t, dst.s1);
+      for (; t + kLanes <= tl; t += kLanes) {
+        transpose_block(src + t * ts, ts, row + t, dst.s1);
+        if (pf != 0) {  // for writing: saves the read-for-ownership miss on the next chunk
+          for (int64_t k = 0; k < kLanes; ++k) __builtin_prefetch(row + k * dst.s1 + t + pf, 1, 2);
+        }
+      }
     }
     for (; t < tl; ++t) {
       for (int64_t k = 0; k < lanes; ++k) row[k * dst.s1 + t * dst.s2] = src[t * ts + k];
@@ -336,9 +344,10 @@ void store_tile(const View3<T>& dst, int64_t b, int64_t d0, int64_t dim, int64_t
 
 // B or C for one chunk as tile[t][n].
 template <typename T>
-void load_bc(const View3<T>& src, int64_t b, int64_t nstate, int64_t t0, int64_t tl, T* tile) {
+void load_bc(const View3<T>& src, int64_t b, int64_t nstate, int64_t t0, int64_t tl, T* tile,
+             int64_t pf) {
   if (nstate == kLanes) {  // the state plays the channels' part: same 16x16 transposes
-    load_tile(src, b, 0, nstate, t0, tl, 1, tile);
+    load_tile(src, b, 0, nstate, t0, tl, 1, tile, pf);
     return;
   }
   for (int64_t n = 0; n < nstate; ++n) {
@@ -467,12 +476,13 @@ void forward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& out, T*
           std::copy_n(h.data(), N * kLanes,
                       checkpoints + ((b * s.groups + g) * s.chunks + c) * N * kLanes);
         }
-        load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data());
-        load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data());
+        const int64_t pf = c + 1 < s.chunks ? kChunk : 0;
+        load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data(), pf);
+        load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data(), pf);
         finish_delta(dt_t.data(), bias_l.data(), tl, 1, in.softplus);
-        if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data());
-        load_bc(in.B, b, N, t0, tl, b_t.data());
-        load_bc(in.C, b, N, t0, tl, c_t.data());
+        if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data(), pf);
+        load_bc(in.B, b, N, t0, tl, b_t.data(), pf);
+        load_bc(in.C, b, N, t0, tl, c_t.data(), pf);
         const T* zp = in.has_z ? z_t.data() : nullptr;
         const V d_g = V::load(d_l.data());
         if (N == 16) {
@@ -482,7 +492,7 @@ void forward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& out, T*
           scan_chunk<T, 0>(N, tl, dt_t.data(), u_t.data(), zp, b_t.data(), c_t.data(),
                            a_l.data(), d_g, h.data(), y_t.data());
         }
-        store_tile(out, b, d0, s.dim, t0, tl, 1, y_t.data());
+        store_tile(out, b, d0, s.dim, t0, tl, 1, y_t.data(), pf);
       }
       for (int64_t k = 0; k < kLanes && d0 + k < s.dim; ++k) {
         for (int64_t n = 0; n < N; ++n) last_state[(b * s.dim + d0 + k) * N + n] = h[n * kLanes + k];
@@ -522,8 +532,9 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
       std::fill(dA_acc.begin(), dA_acc.end(), T(0));
       for (int64_t c = s.chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * kChunk, tl = std::min(kChunk, s.length - t0);
-        load_bc(in.B, b, N, t0, tl, b_t.data());
-        load_bc(in.C, b, N, t0, tl, c_t.data());
+        const int64_t pf = c > 0 ? -kChunk : 0;  // the sweep runs backwards in time
+        load_bc(in.B, b, N, t0, tl, b_t.data(), pf);
+        load_bc(in.C, b, N, t0, tl, c_t.data(), pf);
         std::fill(acc_b.begin(), acc_b.end(), T(0));
         std::fill(acc_c.begin(), acc_c.end(), T(0));
         // One lane group at a time keeps the tiles and the recomputed chunk in L2.
@@ -531,8 +542,8 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
           const int64_t d0 = (g0 + g) * kLanes;
           const T* a_g = a_l.data() + g * st;
           const V d_g = V::load(d_l.data() + g * kLanes), bias_g = V::load(bias_l.data() + g * kLanes);
-          load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data());
-          load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data());
+          load_tile(in.u, b, d0, s.dim, t0, tl, 1, u_t.data(), pf);
+          load_tile(in.delta, b, d0, s.dim, t0, tl, 1, dt_t.data(), pf);
           if (in.softplus) {  // d softplus(v) / dv = sigmoid(v)
             for (int64_t t = 0; t < tl; ++t) {
               V sg;
@@ -543,8 +554,8 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
           } else {
             finish_delta(dt_t.data(), bias_l.data() + g * kLanes, tl, 1, false);
           }
-          if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data());
-          load_tile(gout, b, d0, s.dim, t0, tl, 1, go_t.data());
+          if (in.has_z) load_tile(in.z, b, d0, s.dim, t0, tl, 1, z_t.data(), pf);
+          load_tile(gout, b, d0, s.dim, t0, tl, 1, go_t.data(), pf);
 
           // Recompute the chunk from its checkpoint: h_buf[t + 1] = state after step t,
           // a_buf[t] = exp(delta_t * A), y_buf[t] = y_t before gating.
@@ -614,9 +625,9 @@ void backward_kernel(const Inputs<T>& in, const Shape& s, const View3<T>& gout,
           }
           dD.store(dD_acc.data() + g * kLanes);
           dbias.store(dbias_acc.data() + g * kLanes);
-          store_tile(gr.du, b, d0, s.dim, t0, tl, 1, du_t.data());
-          store_tile(gr.ddelta, b, d0, s.dim, t0, tl, 1, ddt_t.data());
-          if (in.has_z) store_tile(gr.dz, b, d0, s.dim, t0, tl, 1, dz_t.data());
+          store_tile(gr.du, b, d0, s.dim, t0, tl, 1, du_t.data(), pf);
+          store_tile(gr.ddelta, b, d0, s.dim, t0, tl, 1, ddt_t.data(), pf);
+          if (in.has_z) store_tile(gr.dz, b, d0, s.dim, t0, tl, 1, dz_t.data(), pf);
         }
         for (int64_t t = 0; t < tl; ++t) {
           for (int64_t n = 0; n < N; ++n) {
