@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    install, then prepare PhysioNet 2012 and print its summary (the main job)
+#   make run    install, prepare PhysioNet 2012, then train and evaluate HyMaTE with a report (the main job)
 #   make test   install, then run the linter and the test suite (what .ci/run calls)
 # Data: $HYMATE_DATA if set, else ../shared/data if present, else downloaded from PhysioNet.
 
@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/hymate prepare physionet2012 --download
 	$(BIN)/hymate describe physionet2012
+	$(BIN)/hymate train physionet2012 --protocol strats --seeds 0 --out reports/p12-strats
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -43,7 +43,8 @@ class HyMaTEConfig:
     mamba_ffn: bool = False  # a position-wise FFN after each Mamba block
     n_channel_layers: int = 1
     n_heads: int = 4
-    dropout: float = 0.2
+    dropout: float = 0.2  # on the event embedding, channel layers and head
+    context_dropout: float = 0.0  # inside the Mamba residual branches ([B, L, d]: costly on CPU)
     variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     n_outputs: int = 1
@@ -121,12 +122,12 @@ class ContextLayer(nn.Module):
             scan_backend=config.scan_backend, residual=False,
         )  # fmt: skip
         self.mamba = MambaBlock(mamba)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(config.context_dropout)
         self.ffn = None
         if config.mamba_ffn:
             self.ffn = nn.Sequential(
                 RMSNorm(config.d_model), nn.Linear(config.d_model, 2 * config.d_model), nn.GELU(),
-                nn.Dropout(config.dropout), nn.Linear(2 * config.d_model, config.d_model),
+                nn.Dropout(config.context_dropout), nn.Linear(2 * config.d_model, config.d_model),
             )  # fmt: skip
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -18,13 +18,13 @@ from hymate.models.hymate import drop_variables
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 30
+    max_epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
-    patience: int = 6  # epochs without a better validation AUROC + AP
+    patience: int = 5  # epochs without a better validation AUROC + AP
     pos_weight: bool = True  # weight positives by #neg/#pos (calibrated afterwards on validation)
     max_events: int | None = 880  # most recent events kept per stay
     seed: int = 0
