@@ -19,19 +19,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from hymate.cli import parse_int_list
+
 RESULTS = Path(__file__).parent / "results" / "p12_hymate.json"
 KEYS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")
 PEERS = {  # AUROC / AUPRC (AP) in %, Raindrop protocol, from the peer table in HYMATE.md
     "Transformer": (83.3, 47.9), "GRU-D": (81.9, 46.1), "mTAND": (84.2, 48.2), "Raindrop": (82.8, 44.0),
     "ViTST": (85.1, 51.1), "Warpformer": (86.5, 54.3), "GraFITi": (86.6, 54.8), "MTM": (88.0, 58.6),
 }  # fmt: skip
-
-
-def expand(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(x) for x in text.split(",")]
 
 
 def run(protocol: str, seed: int, split: int, out: Path, extra: list[str]) -> dict:
@@ -62,7 +57,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
     for protocol in args.protocols.split(","):
-        jobs = [(s, 0) for s in expand(args.seeds)] if protocol == "strats" else [(0, k) for k in range(5)]
+        jobs = [(s, 0) for s in parse_int_list(args.seeds)] if protocol == "strats" else [(0, k) for k in range(5)]
         rows = [run(protocol, seed, split, args.out, args.extra) for seed, split in jobs]
         table = Table("seed", "split", "AUROC (95 % CI)", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s", "peak MB",
                       title=f"HyMaTE, PhysioNet 2012, {protocol} protocol (test)")  # fmt: skip

@@ -128,7 +128,7 @@ def describe(
         console.print(f"summary written to {json_out}")
 
 
-def _parse_seeds(text: str) -> list[int]:
+def parse_int_list(text: str) -> list[int]:
     try:
         if "-" in text and "," not in text:
             lo, hi = (int(x) for x in text.split("-"))
@@ -177,13 +177,13 @@ def train(
     data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
     chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
-        wanted = set(_parse_seeds(splits))
+        wanted = set(parse_int_list(splits))
         chosen = [s for s in chosen if s.index in wanted]
     if train_stays or eval_stays:
         chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
     overrides = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
     config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events)
-    rows = run_experiment(data, task, chosen, _parse_seeds(seeds), overrides, config, out, not quiet, resume)
+    rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume)
     table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
                   title=f"HyMaTE on {task.name} (test)")  # fmt: skip
     for r in rows:

@@ -70,7 +70,7 @@ class EventSequenceDataset(Dataset):
         self.stay_ids = ids
         order = pl.DataFrame({"stay_id": ids, "_pos": np.arange(len(ids))})
 
-        events = data.events.join(order, on="stay_id", how="inner")
+        events = data.events.filter(pl.col("stay_id").is_in(pl.Series(ids).implode()))
         encoded = normalizer.encode_events(events, unknown=unknown_variables).join(order, on="stay_id")
         # Sort by position in `stay_ids`, then time, then variable: the order the model reads.
         encoded = encoded.sort("_pos", "time", "var_idx", maintain_order=True)

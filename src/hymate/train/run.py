@@ -108,10 +108,11 @@ def run_one(
     ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
     val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
     wall = time.perf_counter() - start
+    history = _history(folder)
     row = {
         "model": "hymate", "protocol": split.protocol, "seed": train.seed, "split": split.index,
         **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
-        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(folder),
+        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(history),
         "params": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
     meta = {
@@ -119,7 +120,6 @@ def run_one(
         "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
     }  # fmt: skip
     save_checkpoint(folder / "checkpoint", model, normalizer, meta)
-    history = _history(folder)
     write_report(
         folder / "report", f"HyMaTE on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
         metrics, ci, {"row": row, **meta}, history,
@@ -161,8 +161,7 @@ def _history(folder: Path) -> pl.DataFrame | None:
     return frame.select(cols).group_by("epoch").agg(pl.all().drop_nulls().first()).sort("epoch")
 
 
-def _best_epoch(folder: Path) -> int | None:
-    history = _history(folder)
+def _best_epoch(history: pl.DataFrame | None) -> int | None:
     if history is None or "val/auroc" not in history.columns:
         return None
     score = history.get_column("val/auroc").fill_null(-1) + history.get_column("val/ap").fill_null(-1)
