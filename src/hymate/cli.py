@@ -150,6 +150,7 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
+    ema_decay: Annotated[float, typer.Option(help="Decay of the weight moving average (0: off).")] = 0.998,
     d_model: Annotated[int, typer.Option(help="Model width.")] = 64,
     mamba_layers: Annotated[int, typer.Option(help="Mamba blocks.")] = 2,
     channel_layers: Annotated[int, typer.Option(help="Channel-attention layers.")] = 1,
@@ -182,7 +183,12 @@ def train(
     if train_stays or eval_stays:
         chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
     overrides = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
-    config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events)
+    if not 0 <= ema_decay < 1:
+        raise typer.BadParameter(f"--ema-decay must be in [0, 1), got {ema_decay}")
+    config = TrainConfig(
+        max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
+        ema_decay=ema_decay or None,
+    )  # fmt: skip
     rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume)
     table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
                   title=f"HyMaTE on {task.name} (test)")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -121,8 +123,23 @@ def test_never_observed_variables_get_the_learned_token():
     assert observed[0].tolist() == [True, True] + [False] * (V - 2)
     for v in range(2, V):
         assert torch.allclose(tokens[0, v], m.never_observed + m.channel_embedding[v])
-    # Variable 2's only event: its token is that event's embedding (softmax over one item).
-    assert torch.allclose(tokens[0, 1], h[0, 2] + m.channel_embedding[1], atol=1e-6)
+    # Variable 2's only event: its token is that event's embedding (softmax over one item) plus
+    # the embedding of its count, log1p(1) / 4.
+    one = m.count_embedding(torch.tensor(math.log1p(1) / 4))
+    assert torch.allclose(tokens[0, 1], h[0, 2] + one + m.channel_embedding[1], atol=1e-6)
+
+
+def test_channel_tokens_carry_how_often_a_variable_was_measured():
+    # The same embeddings repeated: the weighted mean is identical, only the count differs.
+    m = model()
+    h1 = torch.randn(1, 1, 16)
+    once = m._channel_tokens(h1, torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.bool))[0]
+    thrice = m._channel_tokens(h1.expand(1, 3, 16), torch.tensor([[1, 1, 1]]), torch.ones(1, 3, dtype=torch.bool))[0]
+    assert not torch.allclose(once[0, 0], thrice[0, 0])
+    m.count_embedding = None
+    once = m._channel_tokens(h1, torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.bool))[0]
+    thrice = m._channel_tokens(h1.expand(1, 3, 16), torch.tensor([[1, 1, 1]]), torch.ones(1, 3, dtype=torch.bool))[0]
+    assert torch.allclose(once[0, 0], thrice[0, 0], atol=1e-6)
 
 
 def test_variable_dropout_removes_whole_variables_and_compacts():

@@ -26,7 +26,7 @@ TINY = {"d_model": 16, "n_mamba_layers": 1, "n_heads": 2, "d_state": 8}
 def tiny_run(p12, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     split = subsample(make_splits(p12, "strats", 0)[0], n_train=500, n_eval=250, seed=0)
-    config = TrainConfig(max_epochs=4, batch_size=32, lr=3e-3, patience=10, max_events=256, seed=0)
+    config = TrainConfig(max_epochs=4, batch_size=32, lr=3e-3, patience=10, max_events=256, seed=0, ema_decay=0.95)
     row = run_one(p12, P12_MORTALITY, split, TINY, config, out, progress=False, n_boot=50)
     return out / "strats-split0-seed0", split, row
 

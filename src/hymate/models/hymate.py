@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from hymate.data.batching import EventBatch
+from hymate.models.base import ModelOutput
 from hymate.nn.mamba import MambaBlock, MambaConfig, RMSNorm
 
 
@@ -47,6 +48,7 @@ class HyMaTEConfig:
     context_dropout: float = 0.0  # inside the Mamba residual branches ([B, L, d]: costly on CPU)
     variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
+    count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
     n_outputs: int = 1
     scan_backend: str = "auto"
 
@@ -54,13 +56,7 @@ class HyMaTEConfig:
         return asdict(self)
 
 
-@dataclass
-class HyMaTEOutput:
-    logits: Tensor  # [B, n_outputs]
-    channel_importance: Tensor  # [B, V] fusion weights over variables (sum to 1)
-    channel_attention: list[Tensor]  # per layer [B, heads, V, V]
-    event_weights: Tensor | None  # [B, L] fusion weights over events (0 at padding)
-    observed: Tensor  # [B, V] bool, variable observed at least once
+HyMaTEOutput = ModelOutput  # HyMaTE fills every field
 
 
 class ContinuousValueEmbedding(nn.Module):
@@ -152,6 +148,9 @@ class HyMaTE(nn.Module):
         self.channel_pool_score = AttentionPool(d)  # scores events within each variable
         self.channel_embedding = nn.Parameter(torch.randn(V, d) * 0.02)
         self.never_observed = nn.Parameter(torch.zeros(d))
+        # How often a variable was measured is itself a signal in ICU data (sicker patients are
+        # sampled more); a weighted mean of events cannot carry it, so it is embedded explicitly.
+        self.count_embedding = ContinuousValueEmbedding(d) if config.count_embedding else None
         self.channel_layers = nn.ModuleList(
             ChannelAttentionLayer(d, config.n_heads, config.dropout) for _ in range(config.n_channel_layers)
         )
@@ -202,11 +201,14 @@ class HyMaTE(nn.Module):
         group_max = group_max.scatter_reduce(1, channel, scores, reduce="amax", include_self=True)
         shifted = scores - group_max.gather(1, channel).nan_to_num(neginf=0.0)
         weights = torch.where(mask, shifted.exp(), torch.zeros_like(scores))
+        counts = torch.zeros(B, V, dtype=h.dtype, device=h.device).scatter_add(1, channel, mask.to(h.dtype))
         totals = torch.zeros(B, V, dtype=h.dtype, device=h.device).scatter_add(1, channel, weights)
         pooled = torch.zeros(B, V, d, dtype=h.dtype, device=h.device)
         pooled = pooled.scatter_add(1, channel.unsqueeze(-1).expand(-1, -1, d), weights.unsqueeze(-1) * h)
         observed = totals > 0
         pooled = pooled / totals.clamp(min=1e-12).unsqueeze(-1)
+        if self.count_embedding is not None:
+            pooled = pooled + self.count_embedding(torch.log1p(counts) / 4.0)  # ~[0, 1.7] for up to 880 events
         tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, V, d))
         return tokens + self.channel_embedding, observed
 

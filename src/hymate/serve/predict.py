@@ -38,6 +38,8 @@ def score_stays(
     for indices in LengthBucketSampler(dataset.lengths, batch_size, shuffle=False):
         out = model(collate([dataset[i] for i in indices]))
         logits[indices] = out.logits[:, 0].float().numpy()
+        if out.channel_importance is None:  # a model without per-variable weights
+            continue
         best = out.channel_importance.topk(min(TOP_K, normalizer.n_variables), dim=1)
         for row, i in enumerate(indices):
             top[i] = ", ".join(

@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from torch.nn import functional as F
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
@@ -27,6 +29,7 @@ class TrainConfig:
     patience: int = 5  # epochs without a better validation AUROC + AP
     pos_weight: bool = True  # weight positives by #neg/#pos (calibrated afterwards on validation)
     max_events: int | None = 880  # most recent events kept per stay
+    ema_decay: float | None = 0.998  # validate, select and ship an exponential moving average of the weights
     seed: int = 0
     limit_train_batches: int | float | None = None  # for smoke runs
 
@@ -93,6 +96,17 @@ class BinaryOutcomeModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EMAWeights(WeightAveraging):
+    """Exponential moving average of the weights, used for validation, checkpoints and the final model.
+
+    On a few thousand stays the validation score of the raw weights jumps from step to step; the
+    average is smoother, so selecting the best epoch on validation picks signal rather than noise.
+    """
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def make_loader(dataset: EventSequenceDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:

@@ -35,7 +35,7 @@ from hymate.models.hymate import HyMaTE, HyMaTEConfig
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.checkpoint import save_checkpoint
-from hymate.train.module import BinaryOutcomeModule, TrainConfig, make_loader, predict_logits
+from hymate.train.module import BinaryOutcomeModule, EMAWeights, TrainConfig, make_loader, predict_logits
 
 
 def peak_rss_mb() -> float:
@@ -74,12 +74,15 @@ def run_one(
     module = BinaryOutcomeModule(model, train, pos_weight)
 
     best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
+    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best]
+    if train.ema_decay:
+        callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
     trainer = L.Trainer(
         max_epochs=train.max_epochs,
         accelerator="auto",
         devices=1,
         gradient_clip_val=train.grad_clip,
-        callbacks=[EarlyStopping("val/score", mode="max", patience=train.patience), best],
+        callbacks=callbacks,
         logger=CSVLogger(folder, name="logs", version=""),
         enable_progress_bar=progress,
         enable_model_summary=False,
