@@ -165,3 +165,14 @@ def test_config_variants_run(fusion):
     m = model(sequence_fusion=fusion, mamba_ffn=True, n_outputs=3)
     out = m(make_batch([5, 2]))
     assert out.logits.shape == (2, 3) and (out.event_weights is None) == (not fusion)
+
+
+def test_mamba_only_ablation_has_no_channel_path_and_stays_padding_invariant():
+    m = model(channel_attention=False)
+    assert not any(name.startswith("channel") for name, _ in m.named_parameters())
+    batch = make_batch([5, 40], seed=1)
+    out = m(batch)
+    assert out.channel_importance is None and out.channel_attention == []
+    assert torch.allclose(out.logits[0], m(rows(batch, [0], 64)).logits[0], atol=1e-5)
+    with pytest.raises(ValueError, match="channel attention or sequence fusion"):
+        model(channel_attention=False, sequence_fusion=False)

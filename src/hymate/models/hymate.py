@@ -42,6 +42,7 @@ class HyMaTEConfig:
     d_conv: int = 4
     expand: int = 2
     mamba_ffn: bool = False  # a position-wise FFN after each Mamba block
+    channel_attention: bool = True  # False: the Mamba-only ablation (no channel tokens, event pooling only)
     n_channel_layers: int = 1
     n_heads: int = 4
     dropout: float = 0.2  # on the event embedding, channel layers and head
@@ -145,21 +146,24 @@ class HyMaTE(nn.Module):
         self.context = nn.ModuleList(ContextLayer(config) for _ in range(config.n_mamba_layers))
         self.context_norm = RMSNorm(d)
 
-        self.channel_pool_score = AttentionPool(d)  # scores events within each variable
-        self.channel_embedding = nn.Parameter(torch.randn(V, d) * 0.02)
-        self.never_observed = nn.Parameter(torch.zeros(d))
-        # How often a variable was measured is itself a signal in ICU data (sicker patients are
-        # sampled more); a weighted mean of events cannot carry it, so it is embedded explicitly.
-        self.count_embedding = ContinuousValueEmbedding(d) if config.count_embedding else None
-        self.channel_layers = nn.ModuleList(
-            ChannelAttentionLayer(d, config.n_heads, config.dropout) for _ in range(config.n_channel_layers)
-        )
-        self.channel_norm = nn.LayerNorm(d)
-        self.channel_fusion = AttentionPool(d)
+        if config.channel_attention:
+            self.channel_pool_score = AttentionPool(d)  # scores events within each variable
+            self.channel_embedding = nn.Parameter(torch.randn(V, d) * 0.02)
+            self.never_observed = nn.Parameter(torch.zeros(d))
+            # How often a variable was measured is itself a signal in ICU data (sicker patients are
+            # sampled more); a weighted mean of events cannot carry it, so it is embedded explicitly.
+            self.count_embedding = ContinuousValueEmbedding(d) if config.count_embedding else None
+            self.channel_layers = nn.ModuleList(
+                ChannelAttentionLayer(d, config.n_heads, config.dropout) for _ in range(config.n_channel_layers)
+            )
+            self.channel_norm = nn.LayerNorm(d)
+            self.channel_fusion = AttentionPool(d)
+        elif not config.sequence_fusion:
+            raise ValueError("HyMaTE needs channel attention or sequence fusion (or both)")
         self.sequence_fusion = AttentionPool(d) if config.sequence_fusion else None
 
         self.static_mlp = nn.Sequential(nn.Linear(config.n_statics, d), nn.Tanh()) if config.n_statics else None
-        n_parts = 1 + config.sequence_fusion + (config.n_statics > 0)
+        n_parts = config.channel_attention + config.sequence_fusion + (config.n_statics > 0)
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_parts * d, config.n_outputs))
 
     # --- the forward pass, in the order of the module docstring -------------------------
@@ -171,16 +175,15 @@ class HyMaTE(nn.Module):
             h = layer(h, mask)
         h = self.context_norm(h) * mask.unsqueeze(-1)
 
-        tokens, observed = self._channel_tokens(h, batch.variables, mask)
-        attention = []
-        for layer in self.channel_layers:
-            tokens, attn = layer(tokens)
-            attention.append(attn)
-        tokens = self.channel_norm(tokens)
-        all_channels = torch.ones_like(observed)
-        pooled, importance = self.channel_fusion(tokens, all_channels)
-
-        parts = [pooled]
+        parts, attention, importance, observed = [], [], None, None
+        if self.config.channel_attention:
+            tokens, observed = self._channel_tokens(h, batch.variables, mask)
+            for layer in self.channel_layers:
+                tokens, attn = layer(tokens)
+                attention.append(attn)
+            tokens = self.channel_norm(tokens)
+            pooled, importance = self.channel_fusion(tokens, torch.ones_like(observed))
+            parts.append(pooled)
         event_weights = None
         if self.sequence_fusion is not None:
             seq, event_weights = self.sequence_fusion(h, mask)
