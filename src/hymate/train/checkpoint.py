@@ -16,9 +16,11 @@ from safetensors.torch import load_file, save_file
 import hymate
 from hymate.data.normalize import Normalizer
 from hymate.errors import HymateError
+from hymate.models.grud import GRUD, GRUDConfig
 from hymate.models.hymate import HyMaTE, HyMaTEConfig
+from hymate.models.strats import STraTS, STraTSConfig
 
-MODELS = {"hymate": (HyMaTE, HyMaTEConfig)}
+MODELS = {"hymate": (HyMaTE, HyMaTEConfig), "strats": (STraTS, STraTSConfig), "grud": (GRUD, GRUDConfig)}
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, normalizer: Normalizer, meta: dict) -> Path:

@@ -1,0 +1,122 @@
+"""STraTS (Tipirneni & Reddy, 2022): self-supervised transformer for sparse, irregular time series.
+
+The baseline HyMaTE is compared against, with the same interface (`STraTS(config)(batch)`):
+
+1. Triplet embedding, exactly HyMaTE's: E_var[variable] + CVE_value(value) + CVE_time(time).
+2. Optional (`n_mamba_layers > 0`): HyMaTE's Mamba context layers, then RMSNorm, before the
+   transformer. This is the ablation "HyMaTE with attention over events instead of over
+   channels", with the Mamba blocks where the HyMaTE authors' code placed them.
+3. A transformer encoder over *events* (post-norm, as in STraTS: x = LN(x + MHA(x)),
+   x = LN(x + FFN(x)), FFN width 2d with ReLU), with a key-padding mask. There is no positional
+   encoding: order enters only through the time embedding (and through Mamba when present).
+   Its cost is O(L^2) in the number of events, the point of the comparison with HyMaTE.
+4. Fusion attention pooling over events (the `event_weights` of the output), concatenated with
+   a static MLP (Linear + tanh), then dropout and a linear head.
+
+STraTS's self-supervised forecasting pre-training is not part of this module; the model is
+trained end to end on the outcome like HyMaTE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hymate.data.batching import EventBatch
+from hymate.models.base import ModelOutput
+from hymate.models.hymate import AttentionPool, ContextLayer, ContinuousValueEmbedding, HyMaTEConfig
+from hymate.nn.mamba import RMSNorm
+
+
+@dataclass
+class STraTSConfig:
+    n_variables: int  # V; variable ids are 1..V, 0 is padding
+    n_statics: int
+    d_model: int = 64
+    n_layers: int = 2  # transformer layers over events
+    n_heads: int = 4
+    ffn_mult: int = 2  # FFN width = ffn_mult * d_model
+    dropout: float = 0.2  # inside the transformer layers and before the head
+    variable_dropout: float = 0.2  # applied to the batch by the training loop
+    n_mamba_layers: int = 0  # > 0: HyMaTE's Mamba context layers before the transformer (ablation)
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    mamba_ffn: bool = False
+    context_dropout: float = 0.0
+    n_outputs: int = 1
+    scan_backend: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def context_config(self) -> HyMaTEConfig:
+        """The HyMaTE config that HyMaTE's `ContextLayer` reads (only its Mamba fields matter)."""
+        return HyMaTEConfig(
+            n_variables=self.n_variables, n_statics=self.n_statics, d_model=self.d_model,
+            n_mamba_layers=self.n_mamba_layers, d_state=self.d_state, d_conv=self.d_conv, expand=self.expand,
+            mamba_ffn=self.mamba_ffn, context_dropout=self.context_dropout, scan_backend=self.scan_backend,
+        )  # fmt: skip
+
+
+def observed_variables(variables: Tensor, mask: Tensor, n_variables: int) -> Tensor:
+    """[B, V] bool: variable v + 1 has at least one real event in the row."""
+    counts = torch.zeros(variables.shape[0], n_variables + 1, device=variables.device)
+    counts = counts.scatter_add(1, variables * mask, mask.float())
+    return counts[:, 1:] > 0
+
+
+class STraTS(nn.Module):
+    def __init__(self, config: STraTSConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, V = config.d_model, config.n_variables
+        self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
+        self.value_embedding = ContinuousValueEmbedding(d)
+        self.time_embedding = ContinuousValueEmbedding(d)
+
+        context = config.context_config()
+        self.context = nn.ModuleList(ContextLayer(context) for _ in range(config.n_mamba_layers))
+        self.context_norm = RMSNorm(d) if config.n_mamba_layers > 0 else None
+
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d,
+                config.n_heads,
+                config.ffn_mult * d,
+                config.dropout,
+                activation="relu",
+                batch_first=True,
+                norm_first=False,
+            )  # fmt: skip
+            for _ in range(config.n_layers)
+        )
+        self.fusion = AttentionPool(d)
+        self.static_mlp = nn.Sequential(nn.Linear(config.n_statics, d), nn.Tanh()) if config.n_statics else None
+        n_parts = 1 + (config.n_statics > 0)
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_parts * d, config.n_outputs))
+
+    def forward(self, batch: EventBatch) -> ModelOutput:
+        mask = batch.mask
+        keep = mask.unsqueeze(-1)
+        h = self.variable_embedding(batch.variables * mask) + self.value_embedding(batch.values)
+        h = (h + self.time_embedding(batch.times)) * keep
+        for layer in self.context:
+            h = layer(h, mask)
+        if self.context_norm is not None:
+            h = self.context_norm(h) * keep
+        padding = ~mask  # key_padding_mask: True = ignore this key
+        for layer in self.layers:
+            h = layer(h, src_key_padding_mask=padding)
+        h = h * keep  # padded rows are never read, but keep them finite and zero
+
+        parts = []
+        pooled, event_weights = self.fusion(h, mask)
+        parts.append(pooled)
+        if self.static_mlp is not None:
+            parts.append(self.static_mlp(batch.statics))
+        logits = self.head(torch.cat(parts, dim=-1))
+        observed = observed_variables(batch.variables, mask, self.config.n_variables)
+        return ModelOutput(logits, None, [], event_weights, observed)
