@@ -74,6 +74,10 @@ def prepare(
         f"{data.events.height:,} events, {data.labels.height:,} labels ({elapsed:.1f} s)"
     )
     _print_exclusions(report)
+    if dataset == "physionet2019":  # no task or split protocol is defined for it yet
+        septic = sum(v["septic_stays"] for v in report["per_set"].values())
+        console.print(f"{septic:,} septic stays; hourly labels kept. No split protocol is defined for {dataset} yet: no split files written.")
+        return
     out = splits_dir or resolve_cache(cache_dir) / "splits"
     table = Table("protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
     for protocol in PROTOCOLS:
@@ -99,7 +103,15 @@ def describe(
     from hymate.data.store import load_dataset
 
     data = load_dataset(dataset, data_dir, cache_dir, download=download, progress=not quiet)
+    hourly = None
+    if dataset == "physionet2019":  # hourly labels: summarise one label per stay (sepsis at any hour)
+        from hymate.data.physionet2019 import with_stay_labels
+
+        hourly = data.labels
+        data = with_stay_labels(data)
     s = summarise(data)
+    if hourly is not None:
+        s["hourly_labels"] = {"rows": hourly.height, "positive": int(hourly.get_column("label").sum())}
     console.print(
         f"[bold]{s['dataset']}[/]: {s['stays']:,} stays, {s['events']:,} events, "
         f"{s['positives']:,}/{s['labelled_stays']:,} positive labels ({100 * s['label_rate']:.2f} %)"
@@ -108,6 +120,9 @@ def describe(
     for g in s["groups"]:
         rate = 100 * (g["positives"] or 0) / g["stays"]
         groups.add_row(g["split_group"], f"{g['stays']:,}", f"{g['positives'] or 0:,}", f"{rate:.2f}", f"{g['events']:,}")
+    if hourly is not None:
+        h = s["hourly_labels"]
+        console.print(f"hourly labels: {h['positive']:,}/{h['rows']:,} hours positive ({100 * h['positive'] / max(h['rows'], 1):.2f} %)")
     console.print(groups)
     pct = Table(*s["events_per_stay"].keys(), title="events per stay")
     pct.add_row(*(f"{v:,.0f}" for v in s["events_per_stay"].values()))
@@ -269,14 +284,15 @@ def predict(
 
 def _print_exclusions(report: dict) -> None:
     excluded = report.get("excluded_stays", {})
-    skipped = report.get("skipped_lines", {})
-    if not excluded and not skipped:
+    skipped = {"lines": report.get("skipped_lines", {}), "values": report.get("skipped_values", {})}
+    if not excluded and not any(skipped.values()):
         return
     table = Table("what", "reason", "count", "examples", title="excluded and skipped (nothing is dropped silently)")
     for reason, entry in excluded.items():
         table.add_row("stays", reason, f"{entry['count']:,}", ", ".join(map(str, entry["ids"][:5])))
-    for reason, entry in skipped.items():
-        table.add_row("lines", reason, f"{entry['count']:,}", entry["examples"][0] if entry["examples"] else "")
+    for what, entries in skipped.items():
+        for reason, entry in entries.items():
+            table.add_row(what, reason, f"{entry['count']:,}", entry["examples"][0] if entry["examples"] else "")
     console.print(table)
 
 

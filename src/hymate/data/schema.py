@@ -5,8 +5,11 @@ An `EventData` holds four Polars tables:
 - ``events``  : stay_id (i64), time (f64, hours since admission), variable (str), value (f64)
                 -- one row per observed measurement, sorted by (stay_id, time, variable).
 - ``statics`` : stay_id plus one nullable column per static descriptor (age, gender, ...).
-- ``labels``  : stay_id, prediction_time (f64 hours), label (bool) -- one row per task label.
-- ``stays``   : stay_id, split_group (e.g. PhysioNet set 'a'), n_events.
+- ``labels``  : stay_id, prediction_time (f64 hours), label (bool) -- one row per task label:
+                one per stay for PhysioNet 2012 mortality, one per stay-hour for PhysioNet 2019
+                sepsis (``physionet2019.stay_labels`` collapses those to one per stay).
+- ``stays``   : stay_id, split_group (e.g. PhysioNet 2012 set 'a', PhysioNet 2019 hospital 'A'),
+                n_events; a reader may add columns (PhysioNet 2019: n_hours).
 
 MEDS (Medical Event Data Standard) stores ``subject_id, time, code, numeric_value`` and labels
 as ``subject_id, prediction_time, boolean_value``. The map is column-for-column: stay_id ->

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from hymate.data import physionet2012
+from hymate.data import physionet2012, physionet2019
 from hymate.data.download import download_physionet2012
 from hymate.data.schema import EventData
 from hymate.data.sources import Source, is_archive
@@ -27,10 +27,30 @@ from hymate.errors import DataError, DataNotFoundError
 DATA_ENV = "HYMATE_DATA"
 CACHE_ENV = "HYMATE_CACHE"
 
-READERS = {physionet2012.NAME: physionet2012}
+READERS = {physionet2012.NAME: physionet2012, physionet2019.NAME: physionet2019}
 # Names a dataset may have inside a data location (first match wins).
-_SUBFOLDERS = {physionet2012.NAME: ("physionet2012", "physionet-challenge-2012", "challenge-2012")}
-_MARKERS = {physionet2012.NAME: ("set-a", "set-a.tar.gz", "physionet-challenge-2012.tar.gz")}
+_SUBFOLDERS = {
+    physionet2012.NAME: ("physionet2012", "physionet-challenge-2012", "challenge-2012"),
+    physionet2019.NAME: ("physionet2019", "physionet-challenge-2019", "challenge-2019"),
+}
+_MARKERS = {
+    physionet2012.NAME: ("set-a", "set-a.tar.gz", "physionet-challenge-2012.tar.gz"),
+    physionet2019.NAME: ("training_setA", "training_setB", "training", "physionet-challenge-2019-training.tar.gz"),
+}
+# How each dataset can be provided (the message of a DataNotFoundError).
+_HOW_TO_PROVIDE = {
+    physionet2012.NAME: (
+        "  * point --data-dir (or ${env}) at a folder holding physionet-challenge-2012.tar.gz, or\n"
+        "    set-a/ set-b/ set-c/ and Outcomes-a/b/c.txt, or the official set-a/b/c.tar.gz archives;\n"
+        "  * or add --download to fetch the official files from PhysioNet (open access, ~20 MB)."
+    ),
+    physionet2019.NAME: (
+        "  * point --data-dir (or ${env}) at a folder holding physionet2019/ with\n"
+        "    physionet-challenge-2019-training.tar.gz, or the extracted training_setA/ and training_setB/\n"
+        "    folders of pNNNNNN.psv files (https://physionet.org/content/challenge-2019/1.0.0/, open\n"
+        "    access, CC BY 4.0). --download is not available for this dataset: fetch the files yourself."
+    ),
+}
 
 
 def cache_dir(override: Path | str | None = None) -> Path:
@@ -78,13 +98,15 @@ def load_dataset(
     _check_name(dataset)
     root = data_dir(data, cache)
     if download and not _has_data(dataset, root):
+        if dataset != physionet2012.NAME:
+            raise DataNotFoundError(_how_to_provide(dataset, root, f"--download is not supported for {dataset}"))
         download_physionet2012(root / _SUBFOLDERS[dataset][0], progress=progress)
     source = Source(locate(dataset, root))
     reader = READERS[dataset]
     key = hashlib.sha256(
         json.dumps(
             {"dataset": dataset, "reader_version": reader.READER_VERSION, "source": source.fingerprint(),
-             "window_hours": reader.WINDOW_HOURS, "ranges": reader.PLAUSIBLE_RANGES,
+             "window_hours": getattr(reader, "WINDOW_HOURS", None), "ranges": reader.PLAUSIBLE_RANGES,
              "require_labels": require_labels},
             sort_keys=True,
         ).encode()
@@ -128,8 +150,5 @@ def _check_name(dataset: str) -> None:
 def _how_to_provide(dataset: str, root: Path, problem: str) -> str:
     return (
         f"{problem}.\n"
-        f"Provide {dataset} in one of these ways:\n"
-        f"  * point --data-dir (or ${DATA_ENV}) at a folder holding physionet-challenge-2012.tar.gz, or\n"
-        f"    set-a/ set-b/ set-c/ and Outcomes-a/b/c.txt, or the official set-a/b/c.tar.gz archives;\n"
-        f"  * or add --download to fetch the official files from PhysioNet (open access, ~20 MB)."
+        f"Provide {dataset} in one of these ways:\n" + _HOW_TO_PROVIDE[dataset].replace("${env}", f"${DATA_ENV}")
     )
