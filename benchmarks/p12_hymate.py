@@ -1,6 +1,6 @@
 """HyMaTE on PhysioNet 2012: the `strats` protocol over seeds and the `splits5` protocol.
 
-    python benchmarks/p12_hymate.py [--seeds 0-4] [--protocols strats,splits5] [--out runs/bench-p12]
+    python benchmarks/p12_hymate.py [--seeds 0-4] [--protocols strats,splits5] [--out runs/benchmark/hymate]
 
 Each run is its own `hymate train` process, so its wall time and peak memory (max RSS) are its
 own. Finished runs are reused (`--resume`), so an interrupted benchmark continues where it
@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--protocols", default="strats,splits5")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-p12"))
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark/hymate"))
     parser.add_argument("extra", nargs="*", help="extra `hymate train` options, after --")
     args = parser.parse_args()
     console = Console()

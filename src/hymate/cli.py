@@ -161,14 +161,15 @@ def train(
     seeds: Annotated[str, typer.Option(help="Model seeds, e.g. '0,1,2' or '0-4'.")] = "0",
     splits: Annotated[str | None, typer.Option(help="Split indices to run (default: all of the protocol).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for runs and the summary.")] = Path("runs/hymate"),
+    model: Annotated[str, typer.Option(help="hymate, or a baseline/ablation: mamba, hymate-events, strats, grud, lightgbm, logreg.")] = "hymate",
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
     batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     ema_decay: Annotated[float, typer.Option(help="Decay of the weight moving average (0: off).")] = 0.998,
-    d_model: Annotated[int, typer.Option(help="Model width.")] = 64,
-    mamba_layers: Annotated[int, typer.Option(help="Mamba blocks.")] = 2,
-    channel_layers: Annotated[int, typer.Option(help="Channel-attention layers.")] = 1,
+    d_model: Annotated[int | None, typer.Option(help="Model width (default: the model's own).")] = None,
+    mamba_layers: Annotated[int | None, typer.Option(help="Mamba blocks (default: the model's own).")] = None,
+    channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
     max_events: Annotated[int, typer.Option(help="Most recent events kept per stay.")] = 880,
     train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
@@ -182,6 +183,7 @@ def train(
     """Train HyMaTE, select on validation, and report test metrics with CIs (one folder per run)."""
     from hymate.data.store import cache_dir as resolve_cache
     from hymate.data.store import load_dataset
+    from hymate.models.registry import ALL_MODELS
     from hymate.tasks.mortality import TASKS
     from hymate.tasks.splits import load_or_make_splits, subsample
     from hymate.train.module import TrainConfig
@@ -189,6 +191,8 @@ def train(
 
     if dataset not in TASKS:
         raise HymateError(f"no task for dataset {dataset!r}; known: {', '.join(sorted(TASKS))}")
+    if model not in ALL_MODELS:
+        raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
     task = TASKS[dataset]
     data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
     chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
@@ -197,21 +201,85 @@ def train(
         chosen = [s for s in chosen if s.index in wanted]
     if train_stays or eval_stays:
         chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
-    overrides = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
+    given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
+    overrides = {k: v for k, v in given.items() if v is not None}  # each model keeps its own defaults
     if not 0 <= ema_decay < 1:
         raise typer.BadParameter(f"--ema-decay must be in [0, 1), got {ema_decay}")
     config = TrainConfig(
         max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
         ema_decay=ema_decay or None,
     )  # fmt: skip
-    rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume)
+    rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume, model)
     table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
-                  title=f"HyMaTE on {task.name} (test)")  # fmt: skip
+                  title=f"{model} on {task.name} (test)")  # fmt: skip
     for r in rows:
         table.add_row(r["protocol"], str(r["split"]), str(r["seed"]), f"{r['auroc']:.4f}", f"{r['ap']:.4f}",
                       f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}", f"{r['wall_s']:.0f}")  # fmt: skip
     console.print(table)
     console.print(f"reports in {out} (summary.md, and report/ in each run folder)")
+
+
+@app.command()
+@friendly_errors
+def benchmark(
+    dataset: Annotated[str, typer.Argument(help="Dataset (its default task), e.g. physionet2012.")] = "physionet2012",
+    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5.")] = "strats",
+    models: Annotated[str, typer.Option(help="Comma-separated models.")] = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg",
+    seeds: Annotated[str | None, typer.Option(help="Seeds (default: 0-4 for strats, 0 for splits5).")] = None,
+    splits: Annotated[str | None, typer.Option(help="Split indices (default: all of the protocol).")] = None,
+    out: Annotated[Path, typer.Option(help="Benchmark folder: one subfolder per model, the tables at the top.")] = Path("runs/benchmark"),
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs of the neural models (default: train's).")] = None,
+    train_stays: Annotated[int | None, typer.Option(help="Random subset of training stays (quick runs).")] = None,
+    eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run a grid of models x splits x seeds (each run in its own process), skipping finished runs,
+    and write the comparison table (Markdown, CSV, PNG)."""
+    import subprocess
+    import sys
+
+    from rich.progress import Progress
+
+    from hymate.evaluate.compare import TABLE_METRICS, read_row, run_folder, write_comparison
+    from hymate.models.registry import ALL_MODELS
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in ALL_MODELS]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_MODELS)}")
+    if protocol not in ("strats", "splits5"):
+        raise typer.BadParameter(f"protocol must be strats or splits5, got {protocol!r}")
+    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if protocol == "strats" else [0])
+    split_list = parse_int_list(splits) if splits else ([0] if protocol == "strats" else [0, 1, 2, 3, 4])
+    jobs = [(m, k, s) for m in names for k in split_list for s in seed_list]
+    passthrough = []
+    for flag, value in (("--epochs", epochs), ("--train-stays", train_stays), ("--eval-stays", eval_stays),
+                        ("--data-dir", data_dir), ("--cache-dir", cache_dir)):  # fmt: skip
+        if value is not None:
+            passthrough += [flag, str(value)]
+    todo = [j for j in jobs if read_row(run_folder(out, j[0], protocol, j[1], j[2])) is None]
+    console.print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished in {out}")
+    with Progress(console=console, disable=quiet) as bar:
+        task = bar.add_task("benchmark", total=len(todo))
+        for model, split, seed in todo:
+            bar.update(task, description=f"{model} {protocol} split {split} seed {seed}")
+            cmd = [sys.executable, "-m", "hymate.cli", "train", dataset, "--protocol", protocol, "--model", model,
+                   "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet", *passthrough]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise HymateError(f"run {model} split {split} seed {seed} failed:\n{done.stderr.strip()[-2000:]}")
+            bar.advance(task)
+    rows = [read_row(run_folder(out, m, protocol, k, s)) for m, k, s in jobs]
+    lines = write_comparison(rows, names, out / protocol, f"{dataset}, {protocol} protocol (test)")
+    table = Table("model", "runs", *(k for k in TABLE_METRICS), "s / epoch", "s / run", "peak MB", title=f"{dataset}, {protocol}")
+    for line in lines:
+        table.add_row(line["model"], str(line["runs"]), *(f"{line[k]:.4f} ± {line[k + '_sd']:.4f}" for k in TABLE_METRICS),
+                      f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-", f"{line['wall_s']:.0f}",
+                      f"{line['peak_mb']:.0f}")  # fmt: skip
+    console.print(table)
+    console.print(f"tables in {out / protocol} (table.md, table.csv, runs.csv, table.png)")
 
 
 @app.command()

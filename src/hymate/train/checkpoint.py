@@ -16,11 +16,7 @@ from safetensors.torch import load_file, save_file
 import hymate
 from hymate.data.normalize import Normalizer
 from hymate.errors import HymateError
-from hymate.models.grud import GRUD, GRUDConfig
-from hymate.models.hymate import HyMaTE, HyMaTEConfig
-from hymate.models.strats import STraTS, STraTSConfig
-
-MODELS = {"hymate": (HyMaTE, HyMaTEConfig), "strats": (STraTS, STraTSConfig), "grud": (GRUD, GRUDConfig)}
+from hymate.models.registry import ARCHITECTURES as MODELS
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, normalizer: Normalizer, meta: dict) -> Path:

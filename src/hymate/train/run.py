@@ -31,7 +31,7 @@ from hymate.data.schema import EventData
 from hymate.evaluate.calibration import apply_platt, fit_platt
 from hymate.evaluate.metrics import METRICS, binary_metrics, bootstrap_ci, summarise_runs
 from hymate.evaluate.report import write_report
-from hymate.models.hymate import HyMaTE, HyMaTEConfig
+from hymate.models.registry import TABULAR, build_model
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.checkpoint import save_checkpoint
@@ -53,8 +53,10 @@ def run_one(
     progress: bool = True,
     resume: bool = False,
     n_boot: int = 1000,
+    model_name: str = "hymate",
 ) -> dict:
-    """Train on split.train, select on split.val, report on split.test. Returns the result row."""
+    """Train `model_name` (see models.registry) on split.train, select on split.val, report on
+    split.test. Returns the result row."""
     start = time.perf_counter()
     folder = out / f"{split.protocol}-split{split.index}-seed{train.seed}"
     done = folder / "report" / "metrics.json"
@@ -69,8 +71,7 @@ def run_one(
     }
     y_train = datasets["train"].labels
     pos_weight = float((y_train == 0).sum() / max(1, (y_train == 1).sum())) if train.pos_weight else 1.0
-    config = HyMaTEConfig(n_variables=normalizer.n_variables, n_statics=len(normalizer.static_names), **model_overrides)
-    model = HyMaTE(config)
+    model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), model_overrides)
     module = BinaryOutcomeModule(model, train, pos_weight)
 
     best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
@@ -92,12 +93,14 @@ def run_one(
         use_distributed_sampler=False,
     )
     last = folder / "lightning" / "last.ckpt"
+    fit_start = time.perf_counter()
     trainer.fit(
         module,
         make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
         make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
         ckpt_path=last if resume and last.exists() else None,
     )
+    train_s = time.perf_counter() - fit_start
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
@@ -113,18 +116,19 @@ def run_one(
     wall = time.perf_counter() - start
     history = _history(folder)
     row = {
-        "model": "hymate", "protocol": split.protocol, "seed": train.seed, "split": split.index,
+        "model": model_name, "protocol": split.protocol, "seed": train.seed, "split": split.index,
         **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
-        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(history),
+        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(history), "train_s": round(train_s, 1),
+        "epoch_s": round(train_s / max(1, trainer.current_epoch), 1),
         "params": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
     meta = {
-        "task": task.name, "split": split.name, "split_sha256": split.sha256,
+        "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
         "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
     }  # fmt: skip
     save_checkpoint(folder / "checkpoint", model, normalizer, meta)
     write_report(
-        folder / "report", f"HyMaTE on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
+        folder / "report", f"{model_name} on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
         metrics, ci, {"row": row, **meta}, history,
     )  # fmt: skip
     return row
@@ -140,15 +144,22 @@ def run_experiment(
     out: Path,
     progress: bool = True,
     resume: bool = True,
+    model_name: str = "hymate",
 ) -> list[dict]:
     """Every (split, seed) run, then `summary.json` and `summary.md` across them in `out`."""
     rows = []
     for split in splits:
         for seed in seeds:
-            rows.append(run_one(data, task, split, model_overrides, replace(train, seed=seed), out, progress, resume))
+            if model_name in TABULAR:  # summary statistics + LightGBM / logistic regression: no training loop
+                from hymate.models.tabular import run_tabular
+
+                rows.append(run_tabular(model_name, data, task, split, seed, out, resume=resume))
+                continue
+            config = replace(train, seed=seed)
+            rows.append(run_one(data, task, split, model_overrides, config, out, progress, resume, model_name=model_name))
     summary = summarise_runs(rows, (*METRICS, "wall_s"))
     (out / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
-    lines = [f"# HyMaTE on {task.name}", "", "| metric | mean | sd | runs |", "|---|---|---|---|"]
+    lines = [f"# {model_name} on {task.name}", "", "| metric | mean | sd | runs |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {v['n']} |" for k, v in summary.items()]
     lines += ["", "Per-run reports: " + ", ".join(f"`{r['protocol']}-split{r['split']}-seed{r['seed']}/report`" for r in rows)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

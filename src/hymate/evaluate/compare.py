@@ -1,0 +1,110 @@
+"""The comparison table: every model's runs on one protocol, summarised side by side.
+
+A benchmark folder holds one subfolder per model, each with run folders as `hymate train`
+writes them (``<root>/<model>/<protocol>-split<k>-seed<s>/report/metrics.json``). This module
+reads those reports back (so a table can be rebuilt at any time, and an interrupted grid only
+needs its missing runs) and writes ``table.md``, ``table.csv``, ``runs.csv`` and ``table.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from hymate.errors import HymateError  # noqa: E402
+
+TABLE_METRICS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")
+HEADERS = {"auroc": "AUROC", "ap": "AP", "auprc_trapz": "AUPRC (trapz)", "min_re_pr": "min(Re,Pr)", "ece": "ECE"}
+
+
+def run_folder(root: Path, model: str, protocol: str, split: int, seed: int) -> Path:
+    return Path(root) / model / f"{protocol}-split{split}-seed{seed}"
+
+
+def read_row(folder: Path) -> dict | None:
+    """The result row of a finished run, or None if the run has not finished."""
+    path = folder / "report" / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["row"]
+    except (json.JSONDecodeError, KeyError) as exc:
+        raise HymateError(f"{path} is not a finished run's report ({exc}); delete it to rerun that run") from None
+
+
+def summarise(rows: list[dict], models: list[str]) -> list[dict]:
+    """One line per model, in the given order: mean and sd of each metric, cost columns."""
+    lines = []
+    for model in models:
+        runs = [r for r in rows if r["model"] == model]
+        if not runs:
+            continue
+        line = {"model": model, "runs": len(runs)}
+        for key in TABLE_METRICS:
+            values = np.array([r[key] for r in runs], dtype=float)
+            line[key] = float(values.mean())
+            line[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        line["params"] = runs[0].get("params")
+        epoch_s = [r["epoch_s"] for r in runs if r.get("epoch_s") is not None]
+        line["epoch_s"] = float(np.mean(epoch_s)) if epoch_s else None
+        line["wall_s"] = float(np.mean([r["wall_s"] for r in runs]))
+        line["peak_mb"] = float(max(r["peak_mb"] for r in runs))
+        lines.append(line)
+    return lines
+
+
+def markdown(lines: list[dict], title: str) -> str:
+    head = ["model", "runs", *(f"{HEADERS[k]}" for k in TABLE_METRICS), "params", "s / epoch", "s / run", "peak MB"]
+    out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in lines:
+        cells = [line["model"], str(line["runs"])]
+        cells += [f"{line[k]:.4f} ± {line[f'{k}_sd']:.4f}" for k in TABLE_METRICS]
+        cells += [
+            f"{line['params']:,}" if line["params"] is not None else "-",
+            f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
+            f"{line['wall_s']:.0f}",
+            f"{line['peak_mb']:.0f}",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "Mean ± sample sd over runs (seeds or splits); metrics on the test stays, after Platt scaling on validation."]
+    out += ["AP is average precision; AUPRC (trapz) the trapezoidal area under the PR curve; peak MB is max RSS of a run."]
+    return "\n".join(out) + "\n"
+
+
+def bar_chart(lines: list[dict], path: Path, title: str) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    names = [line["model"] for line in lines]
+    x = np.arange(len(names))
+    for ax, key in zip(axes, ("auroc", "ap"), strict=True):
+        means = [line[key] for line in lines]
+        ax.bar(x, means, yerr=[line[f"{key}_sd"] for line in lines], capsize=4, color="#4c72b0")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(HEADERS[key])
+        low = min(m - line[f"{key}_sd"] for m, line in zip(means, lines, strict=True))
+        ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(means) + 0.05))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_comparison(rows: list[dict], models: list[str], folder: Path, title: str) -> list[dict]:
+    """Write table.md / table.csv / runs.csv / table.png into `folder`; return the summary lines."""
+    if not rows:
+        raise HymateError(f"no finished runs to compare in {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = summarise(rows, models)
+    (folder / "table.md").write_text(markdown(lines, title))
+    pl.DataFrame(lines).write_csv(folder / "table.csv")
+    keep = ("model", "protocol", "seed", "split", *TABLE_METRICS, "brier", "params", "epochs", "epoch_s", "wall_s", "peak_mb")
+    pl.DataFrame([{k: r.get(k) for k in keep} for r in rows], infer_schema_length=None).write_csv(folder / "runs.csv")
+    bar_chart(lines, folder / "table.png", title)
+    return lines

@@ -1,0 +1,41 @@
+"""`hymate benchmark`: a grid of models runs in subprocesses, finished runs are never redone,
+and the comparison table is written."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from hymate.cli import app
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+runner = CliRunner()
+
+
+def test_benchmark_runs_the_grid_resumes_and_writes_the_table(p12, real_data, real_cache, tmp_path):
+    out = tmp_path / "bench"
+    args = [
+        "benchmark", "physionet2012", "--protocol", "strats", "--models", "mamba,logreg", "--seeds", "0",
+        "--epochs", "1", "--train-stays", "300", "--eval-stays", "300", "--out", str(out),
+        "--data-dir", str(real_data), "--cache-dir", str(real_cache), "-q",
+    ]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "2 runs, 0 already finished" in first.output
+    table = (out / "strats" / "table.md").read_text()
+    assert "| mamba | 1 |" in table and "| logreg | 1 |" in table
+    assert (out / "strats" / "table.png").exists() and (out / "strats" / "runs.csv").exists()
+    report = out / "mamba" / "strats-split0-seed0" / "report" / "metrics.json"
+    stamp = report.stat().st_mtime_ns
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "2 runs, 2 already finished" in again.output
+    assert report.stat().st_mtime_ns == stamp  # not rerun
+
+
+def test_benchmark_rejects_unknown_models_before_running_anything(tmp_path):
+    result = runner.invoke(app, ["benchmark", "--models", "hymate,xgboost9", "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 2
+    assert "xgboost9" in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
