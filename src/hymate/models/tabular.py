@@ -158,17 +158,19 @@ def run_tabular(
     resume: bool = False,
     grid: dict | None = None,
     num_threads: int = NUM_THREADS,
+    model_subfolder: bool = True,
 ) -> dict:
     """Fit on split.train, tune and calibrate on split.val, report on split.test; the result row.
 
     The row has run_one's keys (epochs and best_epoch are None) plus train_s (fitting and tuning
     time); `params` is the number of leaves over all trees (LightGBM) or of coefficients plus the
-    intercept (logistic regression).
+    intercept (logistic regression). The run folder is `<out>/<model>/<protocol>-split<k>-seed<s>`,
+    or `<out>/<protocol>-split<k>-seed<s>` without `model_subfolder` (as `hymate train` lays out runs).
     """
     if model_name not in MODELS:
         raise HymateError(f"unknown tabular model {model_name!r}; known: {', '.join(MODELS)}")
     start = time.perf_counter()
-    folder = Path(out) / model_name / f"{split.protocol}-split{split.index}-seed{seed}"
+    folder = (Path(out) / model_name if model_subfolder else Path(out)) / f"{split.protocol}-split{split.index}-seed{seed}"
     done = folder / "report" / "metrics.json"
     if resume and done.exists():  # finished earlier: never redo a run
         return json.loads(done.read_text())["row"]

@@ -153,7 +153,7 @@ def run_experiment(
             if model_name in TABULAR:  # summary statistics + LightGBM / logistic regression: no training loop
                 from hymate.models.tabular import run_tabular
 
-                rows.append(run_tabular(model_name, data, task, split, seed, out, resume=resume))
+                rows.append(run_tabular(model_name, data, task, split, seed, out, resume=resume, model_subfolder=False))
                 continue
             config = replace(train, seed=seed)
             rows.append(run_one(data, task, split, model_overrides, config, out, progress, resume, model_name=model_name))
