@@ -1,7 +1,7 @@
 """Tabular baselines (LightGBM, logistic regression on summary features) on PhysioNet 2012.
 
     python benchmarks/p12_tabular.py [--seeds 0-4] [--protocols strats,splits5] [--models lightgbm,logreg]
-                                     [--out runs/bench-p12-tabular]
+                                     [--out runs/benchmark]
 
 strats: the one strats split (split seed 0, as for HyMaTE) with model seeds 0-4. The seed moves
 LightGBM's bagging and feature sampling. Logistic regression (lbfgs, no sampling) has no
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--protocols", default="strats,splits5")
     parser.add_argument("--models", default="lightgbm,logreg")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-p12-tabular"))
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "PROTOCOL", "SEED", "SPLIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
