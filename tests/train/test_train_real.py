@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import tarfile
+import time
 
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from hymate.cli import app
@@ -71,3 +74,29 @@ def test_predict_scores_stays_it_never_saw(tiny_run, real_data, tmp_path):
     assert sorted(pred["stay_id"].to_list()) == sorted(unseen)
     assert pred["probability"].is_between(0, 1).all() and pred["label"].is_null().all()
     assert pred["top_variables"].str.len_chars().min() > 0
+
+
+def test_a_resumed_run_reports_the_time_of_all_its_epochs(p12, tmp_path):
+    """An interrupted run continues from last.ckpt; its time and epoch count cover both processes."""
+    split = subsample(make_splits(p12, "strats", 0)[0], n_train=200, n_eval=100, seed=1)
+    config = TrainConfig(max_epochs=3, batch_size=32, lr=3e-3, patience=10, max_events=128, seed=0, ema_decay=0)
+    first = run_one(p12, P12_MORTALITY, split, TINY, config, tmp_path, progress=False, n_boot=10)
+    folder = tmp_path / "strats-split0-seed0"
+    assert not first["resumed"] and first["epochs"] == 3
+    # Pretend the first process trained for 1000 s: the resumed run must carry that time forward.
+    last = folder / "lightning" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    key = next(k for k in ckpt["callbacks"] if "TrainingClock" in k)
+    assert 0 < ckpt["callbacks"][key]["elapsed_s"] <= first["train_s"]
+    ckpt["callbacks"][key]["elapsed_s"] = 1000.0
+    torch.save(ckpt, last)
+
+    shutil.rmtree(folder / "report")  # as if the process had died before writing its report
+    more = TrainConfig(**{**config.to_dict(), "max_epochs": 4})
+    start = time.perf_counter()
+    second = run_one(p12, P12_MORTALITY, split, TINY, more, tmp_path, progress=False, n_boot=10, resume=True)
+    took = time.perf_counter() - start
+    assert second["resumed"] and second["epochs"] == 4
+    assert 1000.0 < second["train_s"] < 1000.0 + took
+    assert second["epoch_s"] == pytest.approx(second["train_s"] / 4, abs=0.1)
+    assert second["wall_s"] >= second["train_s"]

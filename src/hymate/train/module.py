@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch.nn import functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
@@ -107,6 +108,31 @@ class EMAWeights(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+class TrainingClock(Callback):
+    """Training seconds summed over every process that worked on a run.
+
+    Its state travels in the checkpoints, so a run resumed from last.ckpt reports the time of all
+    its epochs (the unfinished epoch of an interrupted process is redone, and counted once).
+    """
+
+    def __init__(self) -> None:
+        self.previous_s = 0.0
+        self._start: float | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.previous_s + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def state_dict(self) -> dict:
+        return {"elapsed_s": self.elapsed_s}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.previous_s = float(state_dict.get("elapsed_s", 0.0))
 
 
 def make_loader(dataset: EventSequenceDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:

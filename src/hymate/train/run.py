@@ -35,7 +35,14 @@ from hymate.models.registry import TABULAR, build_model
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.checkpoint import save_checkpoint
-from hymate.train.module import BinaryOutcomeModule, EMAWeights, TrainConfig, make_loader, predict_logits
+from hymate.train.module import (
+    BinaryOutcomeModule,
+    EMAWeights,
+    TrainConfig,
+    TrainingClock,
+    make_loader,
+    predict_logits,
+)
 
 
 def peak_rss_mb() -> float:
@@ -75,7 +82,8 @@ def run_one(
     module = BinaryOutcomeModule(model, train, pos_weight)
 
     best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
-    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best]
+    clock = TrainingClock()
+    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
     if train.ema_decay:
         callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
     trainer = L.Trainer(
@@ -93,14 +101,14 @@ def run_one(
         use_distributed_sampler=False,
     )
     last = folder / "lightning" / "last.ckpt"
-    fit_start = time.perf_counter()
+    resumed = resume and last.exists()
     trainer.fit(
         module,
         make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
         make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
-        ckpt_path=last if resume and last.exists() else None,
+        ckpt_path=last if resumed else None,
     )
-    train_s = time.perf_counter() - fit_start
+    train_s = clock.elapsed_s  # all epochs, also those of an interrupted earlier process
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
@@ -113,14 +121,14 @@ def run_one(
     metrics = binary_metrics(test.labels, probs)
     ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
     val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start + clock.previous_s  # + the training time of earlier processes
     history = _history(folder)
     row = {
         "model": model_name, "protocol": split.protocol, "seed": train.seed, "split": split.index,
         **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
         "epochs": trainer.current_epoch, "best_epoch": _best_epoch(history), "train_s": round(train_s, 1),
         "epoch_s": round(train_s / max(1, trainer.current_epoch), 1),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for p in model.parameters()), "resumed": resumed,
     }  # fmt: skip
     meta = {
         "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
