@@ -65,8 +65,9 @@ def main() -> None:
             lo, hi = r["ci95"]["auroc"]
             table.add_row(str(r["seed"]), str(r["split"]), f"{r['auroc']:.4f} ({lo:.3f}-{hi:.3f})", f"{r['ap']:.4f}",
                           f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}",
-                          f"{r['wall_s']:.0f}", f"{r['peak_mb']:.0f}")  # fmt: skip
-        table.add_row("mean ± sd", "", *(mean_sd(rows, k) for k in KEYS), mean_sd(rows, "wall_s"), "")
+                          "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}", f"{r['peak_mb']:.0f}")  # fmt: skip
+        timed = [r for r in rows if r["wall_s"] is not None]  # None: resumed before run times were carried over
+        table.add_row("mean ± sd", "", *(mean_sd(rows, k) for k in KEYS), mean_sd(timed, "wall_s"), "")
         console.print(table)
         if protocol == "splits5":
             peers = Table("model", "AUROC %", "AUPRC (AP) %", title="splits5 next to the peer table (HYMATE.md)")

@@ -214,7 +214,8 @@ def train(
                   title=f"{model} on {task.name} (test)")  # fmt: skip
     for r in rows:
         table.add_row(r["protocol"], str(r["split"]), str(r["seed"]), f"{r['auroc']:.4f}", f"{r['ap']:.4f}",
-                      f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}", f"{r['wall_s']:.0f}")  # fmt: skip
+                      f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}",
+                      "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}")  # fmt: skip
     console.print(table)
     console.print(f"reports in {out} (summary.md, and report/ in each run folder)")
 
@@ -276,7 +277,8 @@ def benchmark(
     table = Table("model", "runs", *(k for k in TABLE_METRICS), "s / epoch", "s / run", "peak MB", title=f"{dataset}, {protocol}")
     for line in lines:
         table.add_row(line["model"], str(line["runs"]), *(f"{line[k]:.4f} ± {line[k + '_sd']:.4f}" for k in TABLE_METRICS),
-                      f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-", f"{line['wall_s']:.0f}",
+                      f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
+                      f"{line['wall_s']:.0f}" if line["wall_s"] is not None else "-",
                       f"{line['peak_mb']:.0f}")  # fmt: skip
     console.print(table)
     console.print(f"tables in {out / protocol} (table.md, table.csv, runs.csv, table.png)")

@@ -54,7 +54,9 @@ def summarise(rows: list[dict], models: list[str]) -> list[dict]:
         line["params"] = runs[0].get("params")
         epoch_s = [r["epoch_s"] for r in runs if r.get("epoch_s") is not None]
         line["epoch_s"] = float(np.mean(epoch_s)) if epoch_s else None
-        line["wall_s"] = float(np.mean([r["wall_s"] for r in runs]))
+        # A run resumed before its time was carried across processes has no time (None): skip it.
+        wall_s = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
+        line["wall_s"] = float(np.mean(wall_s)) if wall_s else None
         line["peak_mb"] = float(max(r["peak_mb"] for r in runs))
         lines.append(line)
     return lines
@@ -69,7 +71,7 @@ def markdown(lines: list[dict], title: str) -> str:
         cells += [
             f"{line['params']:,}" if line["params"] is not None else "-",
             f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
-            f"{line['wall_s']:.0f}",
+            f"{line['wall_s']:.0f}" if line["wall_s"] is not None else "-",
             f"{line['peak_mb']:.0f}",
         ]
         out.append("| " + " | ".join(cells) + " |")
