@@ -102,7 +102,13 @@ def measure(model_name: str, n_events: int, batch: int, reps: int) -> dict:
     base = rss_mb()  # model, data and the loaded libraries; everything a step adds counts
     reset_peak_rss()
     start = time.perf_counter()
-    step()  # warm-up: loads the scan kernel, allocates optimizer state and reusable buffers
+    try:
+        step()  # warm-up: loads the scan kernel, allocates optimizer state and reusable buffers
+    except (RuntimeError, MemoryError) as error:  # past the address-space limit set in main()
+        if "memory" not in str(error).lower() and not isinstance(error, MemoryError):
+            raise
+        return {"model": model_name, "events": n_events, "batch": batch, "step_ms": None, "peak_mb": None,
+                "out_of_memory": str(error).splitlines()[0][:200]}  # fmt: skip
     if time.perf_counter() - start > 20:  # minutes-long steps: one timed step is enough
         reps = 1
     times = []
@@ -119,7 +125,7 @@ def measure(model_name: str, n_events: int, batch: int, reps: int) -> dict:
 
 
 def fit_exponent(rows: list[dict], model: str, key: str, min_events: int) -> float:
-    pts = [(r["events"], r[key]) for r in rows if r["model"] == model and r["events"] >= min_events and r[key] > 0]
+    pts = [(r["events"], r[key]) for r in rows if r["model"] == model and r["events"] >= min_events and r[key]]
     if len(pts) < 2:
         return float("nan")
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -135,7 +141,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, key, label in zip(axes, ("step_ms", "peak_mb"), ("training step (ms)", "peak memory growth (MB)"), strict=True):
         for model in MODELS:
-            pts = sorted((r["events"], r[key]) for r in rows if r["model"] == model)
+            pts = sorted((r["events"], r[key]) for r in rows if r["model"] == model and r[key] is not None)
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=model, base=2)
         ax.set_xlabel("events per stay")
         ax.set_ylabel(label)
@@ -151,9 +157,16 @@ def main() -> None:
     parser.add_argument("--events", default="512,1024,2048,4096,8192,16384")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--memory-limit-gb", type=float, default=16.0,
+                        help="address-space limit of each measuring process: past it a step fails cleanly and "
+                        "is reported as out of memory, instead of the OOM killer picking a process")  # fmt: skip
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "EVENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child process: measure one configuration, print it as JSON
+        import resource
+
+        limit = int(args.memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.batch, args.reps)))
         return
 
@@ -163,21 +176,25 @@ def main() -> None:
     rows = []
     for n in (int(x) for x in args.events.split(",")):
         for model in MODELS:
-            cmd = [sys.executable, __file__, "--one", model, str(n), "--batch", str(args.batch), "--reps", str(args.reps)]
+            cmd = [sys.executable, __file__, "--one", model, str(n), "--batch", str(args.batch), "--reps", str(args.reps),
+                   "--memory-limit-gb", str(args.memory_limit_gb)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"{model} at {n} events failed")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{model:7s} {n:6d} events: {rows[-1]['step_ms']:10.1f} ms, {rows[-1]['peak_mb']:8.1f} MB", flush=True)
+            r = rows[-1]
+            print(f"{model:7s} {n:6d} events: " + (f"{r['step_ms']:10.1f} ms, {r['peak_mb']:8.1f} MB" if r["step_ms"]
+                  else f"out of memory (> {args.memory_limit_gb:g} GB address space)"), flush=True)  # fmt: skip
 
     exps = {m: {k: fit_exponent(rows, m, k, 1024) for k in ("step_ms", "peak_mb")} for m in MODELS}
     table = Table("events", *(f"{m} {c}" for m in MODELS for c in ("step ms", "peak MB")), "STraTS / HyMaTE time",
                   title=f"training step, batch {args.batch}, d_model 64, 2 layers")  # fmt: skip
     for n in sorted({r["events"] for r in rows}):
         by = {r["model"]: r for r in rows if r["events"] == n}
-        table.add_row(str(n), *(f"{by[m][c]:.1f}" for m in MODELS for c in ("step_ms", "peak_mb")),
-                      f"{by['strats']['step_ms'] / by['hymate']['step_ms']:.1f}x")  # fmt: skip
+        cells = [f"{by[m][c]:.1f}" if by[m][c] is not None else "OOM" for m in MODELS for c in ("step_ms", "peak_mb")]
+        ratio = by["strats"]["step_ms"] / by["hymate"]["step_ms"] if by["strats"]["step_ms"] and by["hymate"]["step_ms"] else None
+        table.add_row(str(n), *cells, f"{ratio:.1f}x" if ratio else "-")
     console = Console()
     console.print(table)
     for m, e in exps.items():
@@ -189,6 +206,7 @@ def main() -> None:
     (RESULTS / "scaling.json").write_text(json.dumps({
         "rows": [{k: r[k] for k in ("model", "events", "step_ms", "peak_mb")} for r in rows],
         "details": rows, "exponents_from_1024": exps, "batch": args.batch, "machine": machine,
+        "memory_limit_gb": args.memory_limit_gb,
     }, indent=1) + "\n")  # fmt: skip
 
 
