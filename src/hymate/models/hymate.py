@@ -169,11 +169,7 @@ class HyMaTE(nn.Module):
     # --- the forward pass, in the order of the module docstring -------------------------
     def forward(self, batch: EventBatch) -> HyMaTEOutput:
         mask = batch.mask
-        h = self.variable_embedding(batch.variables) + self.value_embedding(batch.values)
-        h = self.embed_drop(h + self.time_embedding(batch.times)) * mask.unsqueeze(-1)
-        for layer in self.context:
-            h = layer(h, mask)
-        h = self.context_norm(h) * mask.unsqueeze(-1)
+        h = self.encode(batch)
 
         parts, attention, importance, observed = [], [], None, None
         if self.config.channel_attention:
@@ -192,6 +188,75 @@ class HyMaTE(nn.Module):
             parts.append(self.static_mlp(batch.statics))
         logits = self.head(torch.cat(parts, dim=-1))
         return HyMaTEOutput(logits, importance, attention, event_weights, observed)
+
+    def encode(self, batch: EventBatch) -> Tensor:
+        """Steps 1-2: the contextual embedding of every event, [B, L, d] (0 at padding). Causal."""
+        mask = batch.mask
+        h = self.variable_embedding(batch.variables) + self.value_embedding(batch.values)
+        h = self.embed_drop(h + self.time_embedding(batch.times)) * mask.unsqueeze(-1)
+        for layer in self.context:
+            h = layer(h, mask)
+        return self.context_norm(h) * mask.unsqueeze(-1)
+
+    # --- the hourly (online) forward: one logit per prediction hour, causal --------------
+    def forward_hourly(self, batch: EventBatch, prefix: Tensor, hour_mask: Tensor | None = None) -> Tensor:
+        """Logits [B, H, n_outputs]: at slot k of stay b, the stay-level `forward` of the same
+        model on the stay's first `prefix[b, k]` events (its events up to that prediction hour),
+        for every k in one pass over the stay.
+
+        `prefix` [B, H] (int) must be non-decreasing along each row (pad with the stay's length);
+        `hour_mask` [B, H] marks real slots (padded slots get logit 0). Equivalence with the
+        stay-level forward holds for prefix >= 1; with no event yet, channels are all "never
+        observed" and the event pooling contributes zeros.
+
+        How: Mamba is causal, so the contextual embeddings `encode` gives are those of every
+        prefix. Each event is put in the first slot that sees it; both attention poolings (per
+        variable, and over all events) become softmax-weighted prefix sums over slots, kept in
+        the log domain (`causal_attention_pool`), so no maximum over later events is ever used.
+        The channel transformer then runs on [B * H, V, d] tokens: its cost is independent of
+        the sequence length, as in the stay-level forward.
+        """
+        B, L, d = batch.variables.shape[0], batch.variables.shape[1], self.config.d_model
+        if prefix.dim() != 2 or prefix.shape[0] != B:
+            raise ValueError(f"prefix must be [batch, hours] = [{B}, H], got {tuple(prefix.shape)}")
+        H = prefix.shape[1]
+        hour_mask = torch.ones_like(prefix, dtype=torch.bool) if hour_mask is None else hour_mask
+        if H and (prefix.diff(dim=1) < 0).any():
+            raise ValueError("prefix lengths must be non-decreasing within each stay")
+        mask = batch.mask
+        prefix = torch.minimum(prefix.long(), batch.lengths.unsqueeze(1))
+        h = self.encode(batch)
+        positions = torch.arange(L, device=h.device).expand(B, L).contiguous()
+        slot = torch.searchsorted(prefix.contiguous(), positions, right=True)  # first slot k with prefix_k > i
+        visible = mask & (slot < H)
+        slot = slot.clamp(max=max(H - 1, 0))
+
+        parts = []
+        if self.config.channel_attention:
+            V = self.config.n_variables
+            channel = (batch.variables - 1).clamp(min=0)
+            scores = self.channel_pool_score.scores(h)
+            pooled, counts = causal_attention_pool(scores, h, channel, slot, visible, H, V)  # [B, H, V, d], [B, H, V]
+            observed = counts > 0
+            if self.count_embedding is not None:
+                pooled = pooled + self.count_embedding(torch.log1p(counts) / 4.0)
+            tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, H, V, d))
+            tokens = (tokens + self.channel_embedding)[hour_mask]  # [N, V, d], N real slots
+            for layer in self.channel_layers:
+                tokens, _ = layer(tokens)
+            tokens = self.channel_norm(tokens)
+            pooled_channels, _ = self.channel_fusion(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=h.device))
+            parts.append(pooled_channels)
+        if self.sequence_fusion is not None:
+            scores = self.sequence_fusion.scores(h)
+            seq, _ = causal_attention_pool(scores, h, torch.zeros_like(slot), slot, visible, H, 1)
+            parts.append(seq[:, :, 0][hour_mask])
+        if self.static_mlp is not None:
+            parts.append(self.static_mlp(batch.statics).unsqueeze(1).expand(B, H, d)[hour_mask])
+        logits = self.head(torch.cat(parts, dim=-1))  # [N, n_outputs]
+        out = torch.zeros(B, H, logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        out[hour_mask] = logits
+        return out
 
     def _channel_tokens(self, h: Tensor, variables: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Attention-pool each variable's events into one token per variable: [B, V, d]."""
@@ -216,14 +281,72 @@ class HyMaTE(nn.Module):
         return tokens + self.channel_embedding, observed
 
 
-def drop_variables(batch: EventBatch, p: float, generator: torch.Generator | None = None) -> EventBatch:
+_EMPTY_LOG = -1e4  # log of an empty sum: exp(-1e4 - x) is exactly 0 next to any real score
+
+
+def causal_attention_pool(
+    scores: Tensor, values: Tensor, groups: Tensor, slots: Tensor, visible: Tensor, n_slots: int, n_groups: int
+) -> tuple[Tensor, Tensor]:
+    """Softmax attention pooling of events within each group, for every prefix of slots.
+
+    Event i (score s_i, value x_i [d], group g_i, slot k_i; only `visible` events count) enters
+    every slot k >= k_i. Returns pooled [B, K, G, d] = sum_i softmax(s)_i x_i over the events of
+    group g in slots <= k (0 where there is none) and counts [B, K, G] of those events.
+
+    Numerics: per (slot, group) cell the events are summed relative to that cell's own maximum
+    score m (every event of a cell enters at the same slot, so m uses nothing from later slots);
+    the cell totals are carried as logs, log sum exp(s) = m + log(sum exp(s - m)), and summed
+    across slots by `torch.logcumsumexp`, which adds in the log domain. Values are split as
+    x = (relu(x) + 1) - (relu(-x) + 1), both parts >= 1, so numerators are positive and have logs;
+    pooled = exp(log N+ - log Z) - exp(log N- - log Z), each ratio in [1, 1 + max|x|]. No exp of
+    an unshifted score, so nothing overflows, and no shift by a later maximum, so nothing
+    underflows: a slot's output uses only events of slots <= k, and is exact to rounding.
+    """
+    B, L, d = values.shape
+    C = n_slots * n_groups
+    if C == 0:
+        return values.new_zeros(B, n_slots, n_groups, d), values.new_zeros(B, n_slots, n_groups)
+    cell = torch.where(visible, slots * n_groups + groups, torch.zeros_like(slots))
+    s = scores.masked_fill(~visible, float("-inf"))
+    cell_max = torch.full((B, C), float("-inf"), dtype=values.dtype, device=values.device)
+    cell_max = cell_max.scatter_reduce(1, cell, s, reduce="amax", include_self=True).detach()
+    nonempty = torch.isfinite(cell_max)
+    base = torch.where(nonempty, cell_max, torch.zeros_like(cell_max))
+    weights = torch.where(visible, (s - base.gather(1, cell)).exp(), torch.zeros_like(s))  # in [0, 1]
+    visible_f = visible.to(values.dtype)
+    counts = values.new_zeros(B, C).scatter_add(1, cell, visible_f)
+    z = values.new_zeros(B, C).scatter_add(1, cell, weights)  # >= 1 in a non-empty cell
+    index = cell.unsqueeze(-1).expand(-1, -1, d)
+    pos = values.new_zeros(B, C, d).scatter_add(1, index, weights.unsqueeze(-1) * torch.relu(values))
+    neg = values.new_zeros(B, C, d).scatter_add(1, index, weights.unsqueeze(-1) * torch.relu(-values))
+
+    def log_total(part: Tensor, full: Tensor) -> Tensor:  # log of the cell's sum, then of the prefix's
+        safe = torch.where(full, part, torch.ones_like(part))  # no log(0), so no NaN gradient
+        logged = torch.where(full, base.unsqueeze(-1) + torch.log(safe), torch.full_like(part, _EMPTY_LOG))
+        return torch.logcumsumexp(logged.view(B, n_slots, n_groups, -1), dim=1)
+
+    log_z = log_total(z.unsqueeze(-1), nonempty.unsqueeze(-1))  # [B, K, G, 1]
+    log_pos = log_total(z.unsqueeze(-1) + pos, nonempty.unsqueeze(-1))
+    log_neg = log_total(z.unsqueeze(-1) + neg, nonempty.unsqueeze(-1))
+    counts = counts.view(B, n_slots, n_groups).cumsum(dim=1)
+    seen = (counts > 0).unsqueeze(-1)
+    log_z = torch.where(seen, log_z, torch.zeros_like(log_z))
+    pooled = (torch.where(seen, log_pos, log_z) - log_z).exp() - (torch.where(seen, log_neg, log_z) - log_z).exp()
+    return pooled, counts
+
+
+def drop_variables(
+    batch: EventBatch, p: float, generator: torch.Generator | None = None, prefix: Tensor | None = None
+) -> EventBatch | tuple[EventBatch, Tensor]:
     """Remove all events of each (sample, variable) with probability p, keeping >= 1 event.
 
     Kept events are moved to the front of each row (stable, so time order holds), so the result
-    is an ordinary right-padded batch with no holes for the sequence model to see.
+    is an ordinary right-padded batch with no holes for the sequence model to see. With `prefix`
+    ([B, H] event counts per prediction hour, see `HyMaTE.forward_hourly`), also returns the
+    prefix counts of the kept events.
     """
     if p <= 0:
-        return batch
+        return batch if prefix is None else (batch, prefix)
     B, L = batch.variables.shape
     n_vars = int(batch.variables.max()) + 1
     dropped = torch.rand(B, n_vars, generator=generator, device=batch.variables.device) < p
@@ -238,7 +361,11 @@ def drop_variables(batch: EventBatch, p: float, generator: torch.Generator | Non
     def take(x: Tensor) -> Tensor:
         return torch.gather(x, 1, order) * new_mask.to(x.dtype)
 
-    return EventBatch(
+    dropped_batch = EventBatch(
         times=take(batch.times), variables=take(batch.variables), values=take(batch.values), mask=new_mask,
         statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids,
     )  # fmt: skip
+    if prefix is None:
+        return dropped_batch
+    kept_before = torch.cat([torch.zeros_like(keep[:, :1], dtype=torch.long), keep.long().cumsum(dim=1)], dim=1)
+    return dropped_batch, torch.gather(kept_before, 1, prefix.long().clamp(max=L))

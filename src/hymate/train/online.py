@@ -1,0 +1,221 @@
+"""Training and scoring for the online task: a logit at every labelled hour, one pass per stay.
+
+The Lightning module is the stay-level one (`BinaryOutcomeModule`: optimiser, schedule, EMA,
+positive weighting) with hourly steps: the loss is binary cross-entropy over every (stay, hour)
+label row of the batch, positives weighted by #negative / #positive hours of the training stays
+(~2 % of hours are positive). Validation computes hourly AUROC and AP and the challenge utility
+at its best threshold; the epoch with the best validation utility is kept (early stopping on it).
+The threshold is then chosen on validation and applied to test, whose hours are all scored in
+one pass per stay (`predict_hourly`).
+
+Run folder: ``<out>/<setting>-split<k>-seed<s>/`` with ``lightning/``, ``logs/metrics.csv``,
+``checkpoint/`` (as `hymate train` writes it), ``predictions.parquet`` (test hours: stay_id,
+hour, label, probability) and ``metrics.json`` (the result row; its presence marks the run done).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from hymate.data.batching import LengthBucketSampler
+from hymate.data.hourly import HourlyBatch, HourlyDataset, collate_hourly
+from hymate.data.normalize import Normalizer
+from hymate.data.schema import EventData
+from hymate.errors import DataError
+from hymate.evaluate.metrics import binary_metrics
+from hymate.evaluate.utility import best_threshold, utility_score
+from hymate.models.hymate import HyMaTE, drop_variables
+from hymate.models.registry import build_model
+from hymate.tasks.base import Task
+from hymate.tasks.splits import Split
+from hymate.train.checkpoint import save_checkpoint
+from hymate.train.module import BinaryOutcomeModule, EMAWeights, TrainConfig
+from hymate.train.run import peak_rss_mb
+
+
+class HourlyOutcomeModule(BinaryOutcomeModule):
+    """`BinaryOutcomeModule` with a loss over every labelled hour of every stay in the batch."""
+
+    def __init__(self, model: HyMaTE, config: TrainConfig, pos_weight: float = 1.0) -> None:
+        super().__init__(model, config, pos_weight)
+        self._val_ids: list[np.ndarray] = []
+
+    def _hourly(self, batch: HourlyBatch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        events, prefix = batch.events, batch.prefix
+        if train:
+            events, prefix = drop_variables(events, self.model.config.variable_dropout, prefix=prefix)
+        logits = self.model.forward_hourly(events, prefix, batch.hour_mask)[..., 0]
+        keep = batch.hour_mask & ~torch.isnan(batch.labels)
+        return logits[keep], batch.labels[keep]
+
+    def training_step(self, batch: HourlyBatch, batch_idx):
+        logits, labels = self._hourly(batch, train=True)
+        loss = self._loss(logits, labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: HourlyBatch, batch_idx):
+        logits, labels = self._hourly(batch, train=False)
+        self.log("val/loss", self._loss(logits, labels), on_epoch=True, batch_size=len(labels), prog_bar=True)
+        keep = batch.hour_mask & ~torch.isnan(batch.labels)
+        ids = batch.events.stay_ids.unsqueeze(1).expand_as(keep)[keep]
+        self._val_logits.append(logits.detach().float().cpu())
+        self._val_labels.append(labels.cpu())
+        self._val_ids.append(ids.cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        logits, labels = torch.cat(self._val_logits).numpy(), torch.cat(self._val_labels).numpy()
+        ids = np.concatenate(self._val_ids)
+        self._val_logits.clear()
+        self._val_labels.clear()
+        self._val_ids.clear()
+        if labels.min() == labels.max():
+            return
+        # Rows of a stay arrive together and in hour order (one batch row per stay).
+        p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        m = binary_metrics(labels, p)
+        _, utility = best_threshold(ids, labels, p)
+        self.log_dict({"val/auroc": m["auroc"], "val/ap": m["ap"], "val/utility": utility.normalized,
+                       "val/score": utility.normalized}, prog_bar=True)  # fmt: skip
+
+
+def make_hourly_loader(dataset: HourlyDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_hourly, num_workers=0)
+
+
+@torch.no_grad()
+def predict_hourly(model: HyMaTE, dataset: HourlyDataset, batch_size: int = 64, progress: bool = False) -> pl.DataFrame:
+    """A logit for every labelled hour of every stay: one forward pass per stay (batched by length).
+
+    Returns stay_id, hour, label, logit, in the dataset's (stay, hour) order.
+    """
+    from rich.progress import track
+
+    model.eval()
+    logits = np.empty(len(dataset.hours), dtype=np.float32)
+    sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=False)
+    for indices in track(list(sampler), description="scoring hours", disable=not progress, transient=True):
+        batch = collate_hourly([dataset[i] for i in indices])
+        out = model.forward_hourly(batch.events, batch.prefix, batch.hour_mask)[..., 0].float().numpy()
+        for row, i in enumerate(indices):
+            a, b = dataset.hour_offsets[i], dataset.hour_offsets[i + 1]
+            logits[a:b] = out[row, : b - a]
+    return pl.DataFrame({
+        "stay_id": np.repeat(dataset.stay_ids, dataset.n_hours), "hour": dataset.hours,
+        "label": dataset.hour_labels, "logit": logits,
+    })  # fmt: skip
+
+
+def online_metrics(frame: pl.DataFrame, threshold: float) -> dict:
+    """Utility at `threshold`, hourly AUROC and AP of a (stay_id, hour, label, probability) frame."""
+    frame = frame.sort("stay_id", "hour")
+    y = frame.get_column("label").to_numpy()
+    p = frame.get_column("probability").to_numpy()
+    ids = frame.get_column("stay_id").to_numpy()
+    score = utility_score(ids, y, (p >= threshold).astype(np.int64))
+    m = binary_metrics(y, p)
+    return {"utility": score.normalized, "auroc": m["auroc"], "ap": m["ap"], "auprc_trapz": m["auprc_trapz"],
+            "hours": len(y), "positive_hours": int(y.sum()), "stays": score.stays, "septic_stays": score.septic_stays}  # fmt: skip
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def run_online(
+    data: EventData,
+    task: Task,
+    split: Split,
+    model_overrides: dict,
+    train: TrainConfig,
+    out: Path,
+    progress: bool = True,
+    resume: bool = True,
+    model_name: str = "hymate",
+) -> dict:
+    """Train on split.train (hourly loss), select the epoch and the threshold on split.val by
+    utility, and score every hour of split.test in one pass per stay. Returns the result row."""
+    start = time.perf_counter()
+    folder = Path(out) / f"{split.protocol}-split{split.index}-seed{train.seed}"
+    done = folder / "metrics.json"
+    if resume and done.exists():
+        return json.loads(done.read_text())["row"]
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    normalizer = Normalizer.fit(data, split.train, task.window_hours, task.categorical_statics)
+    datasets = {part: HourlyDataset(data, getattr(split, part), normalizer) for part in ("train", "val", "test")}
+    y = datasets["train"].hour_labels
+    if np.isnan(y).all() or np.nansum(y) == 0:
+        raise DataError("the training stays have no positive hour: nothing to learn")
+    pos_weight = float((y == 0).sum() / max(1, (y == 1).sum())) if train.pos_weight else 1.0
+    model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), model_overrides)
+    if not isinstance(model, HyMaTE):
+        raise DataError(f"the online task needs a model with an hourly forward (hymate, mamba); got {model_name}")
+    module = HourlyOutcomeModule(model, train, pos_weight)
+
+    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
+    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best]
+    if train.ema_decay:
+        callbacks.append(EMAWeights(train.ema_decay))
+    trainer = L.Trainer(
+        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
+        callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=progress,
+        enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
+        limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
+    )  # fmt: skip
+    last = folder / "lightning" / "last.ckpt"
+    fit_start = time.perf_counter()
+    trainer.fit(
+        module,
+        make_hourly_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
+        make_hourly_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
+        ckpt_path=last if resume and last.exists() else None,
+    )
+    train_s = time.perf_counter() - fit_start
+    if best.best_model_path:
+        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    model = module.model.cpu().eval()
+
+    val = predict_hourly(model, datasets["val"], progress=progress)
+    val = val.with_columns(probability=pl.Series(sigmoid(val["logit"].to_numpy())))
+    threshold, val_utility = best_threshold(val["stay_id"].to_numpy(), val["label"].to_numpy(), val["probability"].to_numpy())
+    score_start = time.perf_counter()
+    test = predict_hourly(model, datasets["test"], progress=progress)
+    score_s = time.perf_counter() - score_start
+    test = test.with_columns(probability=pl.Series(sigmoid(test["logit"].to_numpy())))
+    metrics = online_metrics(test, threshold)
+    epochs = trainer.current_epoch
+    row = {
+        "task": "sepsis-online", "model": model_name, "setting": split.protocol, "split": split.index, "seed": train.seed,
+        **metrics, "threshold": threshold, "val_utility": val_utility.normalized,
+        "train_stays": len(split.train), "val_stays": len(split.val), "test_stays": len(split.test),
+        "epochs": epochs, "train_s": round(train_s, 1), "epoch_s": round(train_s / max(1, epochs), 1),
+        "score_s": round(score_s, 2), "wall_s": round(time.perf_counter() - start, 1), "peak_mb": round(peak_rss_mb(), 1),
+        "params": sum(p.numel() for p in model.parameters()),
+    }  # fmt: skip
+    meta = {"task": task.name, "split": split.name, "split_sha256": split.sha256, "train": train.to_dict(),
+            "variant": model_name, "threshold": threshold, "pos_weight": pos_weight}  # fmt: skip
+    save_checkpoint(folder / "checkpoint", model, normalizer, meta)
+    test.write_parquet(folder / "predictions.parquet")
+    done.write_text(json.dumps({"row": row, **meta}, indent=1))
+    return row
+
+
+def run_online_experiment(data, task, splits, seeds, model_overrides, train, out, progress=True, resume=True,
+                          model_name="hymate") -> list[dict]:  # fmt: skip
+    return [
+        run_online(data, task, split, model_overrides, replace(train, seed=seed), out, progress, resume, model_name)
+        for split in splits
+        for seed in seeds
+    ]
