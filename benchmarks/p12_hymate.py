@@ -40,10 +40,10 @@ def run(protocol: str, seed: int, split: int, out: Path, extra: list[str]) -> di
     return {**report["row"], "ci95": report["ci95"]}
 
 
-def mean_sd(rows: list[dict], key: str) -> str:
+def mean_sd(rows: list[dict], key: str, digits: int = 4) -> str:
     values = np.array([r[key] for r in rows])
     sd = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.4f} ± {sd:.4f}"
+    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}"
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
                           f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}",
                           "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}", f"{r['peak_mb']:.0f}")  # fmt: skip
         timed = [r for r in rows if r["wall_s"] is not None]  # None: resumed before run times were carried over
-        table.add_row("mean ± sd", "", *(mean_sd(rows, k) for k in KEYS), mean_sd(timed, "wall_s"), "")
+        table.add_row("mean ± sd", "", *(mean_sd(rows, k) for k in KEYS), mean_sd(timed, "wall_s", 0), "")
         console.print(table)
         if protocol == "splits5":
             peers = Table("model", "AUROC %", "AUPRC (AP) %", title="splits5 next to the peer table (HYMATE.md)")
