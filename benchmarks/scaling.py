@@ -16,6 +16,8 @@ benchmarks/results/scaling.png.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import platform
@@ -99,7 +101,9 @@ def measure(model_name: str, n_events: int, batch: int, reps: int) -> dict:
         torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
         optimizer.step()
 
-    base = rss_mb()  # model, data and the loaded libraries; everything a step adds counts
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand memory freed while loading back to the OS, so a
+    base = rss_mb()  # step cannot reuse it unseen; model, data and libraries are the baseline
     reset_peak_rss()
     start = time.perf_counter()
     try:
