@@ -352,6 +352,79 @@ def predict(
     console.print(f"{frame.height:,} stays scored -> {out}")
 
 
+@app.command()
+@friendly_errors
+def explain(
+    checkpoint: Annotated[Path, typer.Argument(help="A HyMaTE checkpoint folder written by `hymate train`.")],
+    stay: Annotated[list[int] | None, typer.Option("--stay", help="Stay id to explain (repeat for several).")] = None,
+    cohort: Annotated[bool, typer.Option("--cohort", help="Explain a cohort: global importance, attention map, deletion test.")] = False,
+    part: Annotated[str, typer.Option(help="Cohort stays: test or val of the checkpoint's split, or all stays in the data.")] = "test",
+    max_stays: Annotated[int | None, typer.Option(help="Cohort: a random subset of this many stays (seeded).")] = None,
+    deletion: Annotated[bool, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times).")] = True,
+    ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps (Gauss-Legendre).")] = 8,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <checkpoint>/../explain).")] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Why a prediction: per-stay or cohort variable importance (attention and Integrated
+    Gradients), event timeline, channel-attention map; PNG figures and a self-contained HTML report."""
+    import numpy as np
+
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import load_dataset
+    from hymate.explain.importance import require_channel_importance
+    from hymate.explain.report import explain_cohort, explain_stay
+    from hymate.tasks.mortality import TASKS
+    from hymate.tasks.splits import Split
+    from hymate.train.checkpoint import load_checkpoint
+
+    if not stay and not cohort:
+        raise typer.BadParameter("give --stay ID (one or more) or --cohort")
+    if part not in ("test", "val", "all"):
+        raise HymateError(f"--part must be test, val or all, got {part!r}")
+    if ig_steps < 1:
+        raise HymateError(f"--ig-steps must be at least 1, got {ig_steps}")
+    tabular = [f for f in ("lightgbm.txt", "logreg.joblib", "features.json") if (Path(checkpoint) / f).exists()]
+    if tabular:
+        raise HymateError(f"{checkpoint} holds a tabular model ({tabular[0]}), which has no attention to explain; "
+                          "explanations need a HyMaTE checkpoint")  # fmt: skip
+    model, normalizer, meta = load_checkpoint(checkpoint)
+    require_channel_importance(model, meta)
+    task = TASKS[meta["task"]]
+    folder = out or Path(checkpoint).parent / "explain"
+    if stay:
+        data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
+        for stay_id in stay:
+            written = explain_stay(model, normalizer, meta, data, stay_id, folder / f"stay-{stay_id}", ig_steps)
+            console.print(f"stay {stay_id}: {written['html']}")
+    if cohort:
+        data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet)
+        if part == "all":
+            ids = data.stay_ids
+        else:
+            split_path = resolve_cache(cache_dir) / "splits" / f"{meta['split']}.json"
+            if not split_path.exists():
+                raise HymateError(f"split file {split_path} not found: run `hymate prepare {task.dataset}` first, or use --part all")
+            ids = list(getattr(Split.load(split_path, data), part))
+        if max_stays is not None and max_stays < len(ids):
+            ids = sorted(np.random.default_rng(0).choice(np.asarray(ids), max_stays, replace=False).tolist())
+        say = None if quiet else (lambda message: console.print(f"  {message}"))
+        result = explain_cohort(model, normalizer, meta, data, ids, folder / f"cohort-{part}", ig_steps,
+                                deletion=deletion, progress=say)  # fmt: skip
+        table = Table("rank", *(m.replace("_", " ") for m in result["top"]), title=f"top variables over {len(ids):,} stays")
+        for r, names in enumerate(zip(*result["top"].values(), strict=True)):
+            table.add_row(str(r + 1), *(f"{n} ({w:.3f})" for n, w in names))
+        console.print(table)
+        if result["rows"]:
+            drops = Table("method", "k", "AUROC", "AUROC drop", title=f"deletion test (AUROC with nothing removed: {result['rows'][0]['base_auroc']:.4f})")
+            for row in result["rows"]:
+                sd = f" ± {row['sd']:.4f}" if "sd" in row else ""
+                drops.add_row(row["method"], str(row["k"]), f"{row['auroc']:.4f}", f"{row['auroc_drop']:.4f}{sd}")
+            console.print(drops)
+        console.print(f"cohort report: {result['html']}")
+
+
 def _print_exclusions(report: dict) -> None:
     excluded = report.get("excluded_stays", {})
     skipped = {"lines": report.get("skipped_lines", {}), "values": report.get("skipped_values", {})}

@@ -6,6 +6,12 @@
   can carry weight: missingness is informative in ICU data.
 - Channel attention: the transformer layers' attention across channel tokens, averaged over
   heads and layers to one [V, V] map per stay (row: the variable attending; column: attended to).
+- Attention rollout: the channel weights traced back through the channel-attention layers to
+  the tokens that went in (Abnar & Zuidema 2020): importance = w^T M_L ... M_1 with
+  M_l = (I + A_l) / 2 (A_l: layer l's attention, mean over heads; I: the residual path). The
+  pooling weights alone can miss a variable whose information another channel's token has
+  absorbed through attention; on the planted-signal test without variable dropout they do, and
+  the rollout does not (tests/explain/test_planted_signal.py).
 - Event weights: the attention pooling over events ([L] per stay), when the model has it.
 """
 
@@ -54,6 +60,7 @@ class ChannelExplanations:
     labels: np.ndarray  # [N], NaN where unknown
     logits: np.ndarray  # [N]
     importance: np.ndarray  # [N, V] channel pooling weights (each row sums to 1)
+    rollout: np.ndarray  # [N, V] pooling weights traced back through the channel attention (sums to 1)
     observed: np.ndarray  # [N, V] bool
     attention: np.ndarray  # [N, V, V] channel-to-channel attention, mean over heads and layers
 
@@ -78,17 +85,36 @@ def explain_channels(
     importance = np.empty((N, V), dtype=np.float32)
     observed = np.empty((N, V), dtype=bool)
     attention = np.empty((N, V, V), dtype=np.float32)
+    rollout = np.empty((N, V), dtype=np.float32)
     for indices in LengthBucketSampler(dataset.lengths, batch_size, shuffle=False):
         out = model(collate([dataset[i] for i in indices]))
         logits[indices] = out.logits[:, 0].float().numpy()
         importance[indices] = out.channel_importance.float().numpy()
         observed[indices] = out.observed.numpy()
         attention[indices] = torch.stack(out.channel_attention).mean(dim=(0, 2)).float().numpy()
+        rollout[indices] = attention_rollout(out.channel_importance, out.channel_attention).float().numpy()
     if len(variables) != V:
         raise ExplainError(f"{len(variables)} variable names for a model of {V} variables")
     return ChannelExplanations(
-        list(variables), dataset.stay_ids.copy(), dataset.labels.copy(), logits, importance, observed, attention
+        list(variables),
+        dataset.stay_ids.copy(),
+        dataset.labels.copy(),
+        logits,
+        importance,
+        rollout,
+        observed,
+        attention,
     )
+
+
+def attention_rollout(weights: torch.Tensor, layers: list[torch.Tensor]) -> torch.Tensor:
+    """Trace pooling weights [B, V] back through attention layers (each [B, heads, V, V], first
+    layer first) to the input channel tokens: w^T M_L ... M_1, M_l = (I + mean_heads A_l) / 2."""
+    eye = torch.eye(weights.shape[1], dtype=weights.dtype)
+    out = weights.unsqueeze(1)  # [B, 1, V]
+    for attn in reversed(layers):
+        out = out @ (0.5 * (eye + attn.mean(dim=1)))
+    return out.squeeze(1)
 
 
 @torch.no_grad()

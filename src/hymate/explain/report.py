@@ -28,7 +28,11 @@ from hymate.explain.importance import (
 )
 
 TOP = 10
-METHODS = ("attention", "integrated_gradients")
+METHODS = ("attention", "attention_rollout", "integrated_gradients")
+ROLLOUT_NOTE = (
+    "Rollout: those weights traced back through the channel-attention layers to the variables whose "
+    "information each channel token absorbed."
+)
 IG_NOTE = (
     "Integrated Gradients: attribution of the stay's values (vs. the same events at each variable's "
     "training mean) to the logit, summed over the variable's events; positive raises the risk."
@@ -70,13 +74,14 @@ def explain_stay(
     names = normalizer.variables
     ce = explain_channels(model, dataset, names)
     ig, gap = variable_attributions(model, dataset, n_steps)
-    importance, observed, ig = ce.importance[0], ce.observed[0], ig[0]
+    importance, rollout, observed, ig = ce.importance[0], ce.rollout[0], ce.observed[0], ig[0]
     events = stay_events(model, dataset, 0, normalizer)
     calibration = meta.get("calibration", {"a": 1.0, "b": 0.0})
     probability = float(apply_platt(ce.logits[:1], calibration["a"], calibration["b"])[0])
     label = None if np.isnan(ce.labels[0]) else int(ce.labels[0])
 
     by_attention = top_variables(names, importance, TOP)
+    by_rollout = top_variables(names, rollout, TOP)
     by_ig = sorted(top_variables(names, np.abs(ig), TOP, among=observed), key=lambda r: -r[1])
     signed_ig = [(n, float(ig[names.index(n)])) for n, _ in by_ig]
     counts = events.group_by("variable").agg(pl.len().alias("n"), pl.col("value").last().alias("last"))
@@ -86,7 +91,7 @@ def explain_stay(
         v = names.index(name)
         seen = counts.get(name)
         table.append({
-            "variable": name, "attention weight": weight, "IG attribution": float(ig[v]),
+            "variable": name, "attention weight": weight, "rollout": float(rollout[v]), "IG attribution": float(ig[v]),
             "observations": seen["n"] if seen else 0, "last value": seen["last"] if seen else "not measured",
         })  # fmt: skip
     order = [n for n, _ in top_variables(names, importance, 12, among=observed)]
@@ -94,7 +99,8 @@ def explain_stay(
     heat_index = [names.index(n) for n in heat_order]
     pngs = {
         "importance": figures.importance_bars(
-            {"HyMaTE attention (channel weight)": by_attention, "Integrated Gradients (signed)": signed_ig},
+            {"HyMaTE attention (channel weight)": by_attention, "attention rollout": by_rollout,
+             "Integrated Gradients (signed)": signed_ig},
             f"stay {stay_id}: top variables",
         ),
         "timeline": figures.stay_timeline(events, order, f"stay {stay_id}: observations and event weights"),
@@ -112,7 +118,7 @@ def explain_stay(
         Section(
             "Top variables",
             "Attention weight: HyMaTE's pooling weight over variables (sums to 1; "
-            "a variable never measured has a weight too). " + IG_NOTE,
+            "a variable never measured has a weight too). " + ROLLOUT_NOTE + " " + IG_NOTE,
             table,
             {"top variables by each method": pngs["importance"]},
         ),  # fmt: skip
@@ -130,7 +136,8 @@ def explain_stay(
     ]
     numbers = {
         "stay_id": int(stay_id), "logit": float(ce.logits[0]), "probability": probability, "label": label,
-        "variables": names, "attention": importance.tolist(), "observed": observed.tolist(),
+        "variables": names, "attention": importance.tolist(), "attention_rollout": rollout.tolist(),
+        "observed": observed.tolist(),
         "integrated_gradients": ig.tolist(), "ig_completeness_gap": float(gap[0]),
     }  # fmt: skip
     footer = f"hymate explain: {meta.get('variant', meta.get('model'))} checkpoint, split {meta.get('split', '?')}."
@@ -156,8 +163,8 @@ def explain_cohort(
     ig, gaps = variable_attributions(model, dataset, n_steps)
     timings["integrated_gradients_s"] = time.perf_counter() - start
     say(f"integrated gradients, {n_steps} steps ({timings['integrated_gradients_s']:.0f} s)")
-    scores = {"attention": ce.importance, "integrated_gradients": np.abs(ig)}
-    cohort = {"attention": ce.cohort_importance(), "integrated_gradients": np.abs(ig).mean(axis=0)}
+    scores = {"attention": ce.importance, "attention_rollout": ce.rollout, "integrated_gradients": np.abs(ig)}
+    cohort = {method: s.mean(axis=0) for method, s in scores.items()}
     top = {method: top_variables(names, s, TOP) for method, s in cohort.items()}
 
     rows = []
@@ -172,6 +179,7 @@ def explain_cohort(
     pngs = {
         "importance": figures.importance_bars(
             {"HyMaTE attention (mean channel weight)": top["attention"],
+             "attention rollout (mean)": top["attention_rollout"],
              "Integrated Gradients (mean |attribution|)": top["integrated_gradients"]},
             f"top {TOP} variables over {len(dataset):,} stays",
         ),
@@ -182,8 +190,11 @@ def explain_cohort(
     if rows:
         pngs["deletion"] = figures.deletion_plot(rows, "deletion test: remove each stay's top-k variables")
     ranking_table = [
-        {"rank": r + 1, "attention": f"{a[0]} ({a[1]:.3f})", "integrated gradients": f"{g[0]} ({g[1]:.3f})"}
-        for r, (a, g) in enumerate(zip(top["attention"], top["integrated_gradients"], strict=False))
+        {
+            "rank": r + 1,
+            **{method.replace("_", " "): f"{top[method][r][0]} ({top[method][r][1]:.3f})" for method in METHODS},
+        }
+        for r in range(min(len(t) for t in top.values()))
     ]
     deletion_table = [
         {"method": r["method"], "k": r["k"], "AUROC": r["auroc"], "AUROC drop": r["auroc_drop"],
@@ -194,7 +205,7 @@ def explain_cohort(
         Section(
             "Global variable importance",
             "Attention: mean over stays of HyMaTE's pooling weight "
-            "over variables. " + IG_NOTE + " Shown: mean absolute attribution (logit units).",
+            "over variables. " + ROLLOUT_NOTE + " " + IG_NOTE + " Shown: mean absolute attribution (logit units).",
             ranking_table,
             {"global importance": pngs["importance"]},
         ),  # fmt: skip
