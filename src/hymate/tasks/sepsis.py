@@ -71,7 +71,7 @@ def stay_level_data(data: EventData, hours: float = STAY_WINDOW_HOURS) -> EventD
     labels = physionet2019.stay_labels(data).select(
         "stay_id", pl.lit(hours, dtype=pl.Float64).alias("prediction_time"), "label"
     )
-    counts = events.group_by("stay_id").len("n_events")
+    counts = events.group_by("stay_id").len("n_events").with_columns(pl.col("n_events").cast(pl.Int64))
     stays = data.stays.drop("n_events").join(counts, on="stay_id", how="left").with_columns(pl.col("n_events").fill_null(0))
     with_events = stays.filter(pl.col("n_events") > 0).get_column("stay_id")
     report = {**data.report, "stay_level": {"window_hours": hours, "stays_without_events": stays.height - len(with_events)}}

@@ -1,0 +1,125 @@
+"""PhysioNet 2019 sepsis: the online task (utility, hourly AUROC / AUPRC; 5-fold and A->B) and the
+stay-level task (AUROC / AP over 5 splits, next to the peer table), HyMaTE and LightGBM.
+
+    python benchmarks/p19.py                          # everything, full data (hours: see NOTES.md)
+    python benchmarks/p19.py --train-stays 400 --eval-stays 200 --epochs 2 --folds 0   # a smoke run
+
+The budget is explicit: --train-stays / --eval-stays (random subsets of each split's parts),
+--epochs, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
+to <out>/<budget>/..., where <budget> names those choices, and a finished run is never redone:
+rerun the same command after an interruption and it continues. Prints the tables and writes
+benchmarks/results/p19.json (rows {"task", "model", "setting", "utility", "auroc", "ap", ...}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from hymate.cli import parse_int_list
+from hymate.data.store import cache_dir, load_dataset
+from hymate.train.module import TrainConfig
+from hymate.train.sepsis import run_sepsis_experiment
+
+RESULTS = Path(__file__).parent / "results" / "p19.json"
+PEERS = {  # P19 sepsis AUROC / AUPRC (AP) in %, Raindrop protocol, from the peer table in HYMATE.md
+    "Transformer": (80.7, 42.7), "GRU-D": (83.9, 46.9), "mTAND": (84.4, 50.6), "Raindrop": (87.0, 51.8),
+    "ViTST": (89.2, 53.1), "Warpformer": (88.7, 52.4), "GraFITi": (89.1, 56.6), "MTM": (90.3, 58.3),
+}  # fmt: skip
+TITLES = {"hymate": "HyMaTE", "mamba": "Mamba only", "lightgbm": "LightGBM", "logreg": "Logistic regression"}
+ROW_KEYS = ("task", "model", "setting", "split", "seed", "utility", "auroc", "ap", "auprc_trapz", "threshold",
+            "train_s", "score_s", "wall_s", "epochs", "epoch_s", "train_stays", "test_stays", "hours", "peak_mb")  # fmt: skip
+
+
+def mean_sd(values: list[float | None], scale: float = 1.0, digits: int = 4) -> str:
+    v = np.array([x for x in values if x is not None], dtype=float) * scale
+    if len(v) == 0:
+        return "-"
+    sd = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():.{digits}f} ± {sd:.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="sepsis-online,sepsis-stay")
+    parser.add_argument("--models", default="hymate,lightgbm", help="online: hymate, mamba, lightgbm; stay: also logreg")
+    parser.add_argument("--settings", default="kfold5,a2b", help="online settings (the stay-level task uses splits5)")
+    parser.add_argument("--folds", default="0-4", help="folds / splits to run, e.g. 0 or 0-4 (a2b has one: 0)")
+    parser.add_argument("--train-stays", type=int, default=None, help="random subset of each split's training stays")
+    parser.add_argument("--eval-stays", type=int, default=None, help="random subset of validation and test stays")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    console = Console(width=max(140, Console().width))
+    budget = f"train{args.train_stays or 'all'}-eval{args.eval_stays or 'all'}-ep{args.epochs}-seed{args.seed}"
+    out = args.out / budget
+    folds = parse_int_list(args.folds)
+    train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed)
+
+    start = time.perf_counter()
+    data = load_dataset("physionet2019", progress=not args.quiet)
+    console.print(f"loaded {data.stays.height:,} stays in {time.perf_counter() - start:.1f} s; runs in {out}")
+    rows = []
+    for task in args.tasks.split(","):
+        settings = args.settings.split(",") if task == "sepsis-online" else ["splits5"]
+        models = [m for m in args.models.split(",") if task == "sepsis-stay" or m != "logreg"]
+        for setting in settings:
+            chosen = [0] if setting == "a2b" else folds
+            rows += run_sepsis_experiment(
+                data, task, models, setting, chosen, [args.seed], train, out / task, cache_dir() / "splits",
+                args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
+            )  # fmt: skip
+    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": budget} for r in rows]
+
+    online = [r for r in rows if r["task"] == "sepsis-online"]
+    if online:
+        table = Table("model", "setting", "runs", "utility", "hourly AUROC", "AUPRC (AP)", "train s", "score s (all test hours)",
+                      "test hours", title=f"Sepsis online, PhysioNet 2019 (test; mean ± sd over folds) [{budget}]")  # fmt: skip
+        for (model, setting), group in _groups(online, ("model", "setting")).items():
+            table.add_row(TITLES.get(model, model), setting, str(len(group)), mean_sd([r["utility"] for r in group]),
+                          mean_sd([r["auroc"] for r in group]), mean_sd([r["ap"] for r in group]),
+                          mean_sd([r["train_s"] for r in group], digits=0), mean_sd([r["score_s"] for r in group], digits=1),
+                          f"{sum(r['hours'] for r in group):,}")  # fmt: skip
+        console.print(table)
+    stay = [r for r in rows if r["task"] == "sepsis-stay"]
+    if stay:
+        table = Table("model", "AUROC %", "AUPRC (AP) %", "runs", "train s",
+                      title=f"Sepsis stay-level (first 60 h), 5 stratified 80/10/10 splits, next to the peers [{budget}]")  # fmt: skip
+        for name, (auroc, ap) in PEERS.items():
+            table.add_row(name, f"{auroc:.1f}", f"{ap:.1f}", "", "")
+        for (model,), group in _groups(stay, ("model",)).items():
+            table.add_row(f"[bold]{TITLES.get(model, model)} (ours)[/]", mean_sd([r["auroc"] for r in group], 100, 1),
+                          mean_sd([r["ap"] for r in group], 100, 1), str(len(group)),
+                          mean_sd([r["train_s"] for r in group], digits=0))  # fmt: skip
+        console.print(table)
+        console.print("Target (issue 6): AUROC >= 90.3 and AP >= 58.3 (MTM, the best published on this protocol).")
+
+    previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+    key = lambda r: (r["task"], r["model"], r["setting"], r["split"], r["seed"], r.get("budget"))  # noqa: E731
+    merged = {key(r): r for r in previous} | {key(r): r for r in rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"rows": list(merged.values()), "machine": f"{os.cpu_count()} cores",
+                                   "peers_stay_level": PEERS}, indent=1) + "\n")  # fmt: skip
+    console.print(f"{len(rows)} runs ({time.perf_counter() - start:.0f} s); results in {RESULTS}")
+
+
+def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Runs of the two sepsis tasks (PhysioNet 2019) by name: what `hymate train physionet2019 --task`
+and `benchmarks/p19.py` call.
+
+Every run returns one row ``{"task", "model", "setting", "split", "seed", "utility", "auroc",
+"ap", "train_s", "score_s", ...}`` (utility is None for the stay-level task) and skips itself when
+its folder already holds a finished result (`resume`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from hymate.data.schema import EventData
+from hymate.errors import HymateError
+from hymate.tasks.sepsis import (
+    ONLINE_SETTINGS,
+    SEPSIS_ONLINE,
+    SEPSIS_STAY,
+    load_or_make_online_splits,
+    online_data,
+    stay_level_data,
+)
+from hymate.tasks.splits import Split, load_or_make_splits, subsample
+from hymate.train.module import TrainConfig
+
+ONLINE_MODELS = ("hymate", "mamba", "lightgbm")
+STAY_MODELS = ("hymate", "mamba", "lightgbm", "logreg")
+
+
+def sepsis_splits(data: EventData, task: str, setting: str, seed: int, folder: Path) -> tuple[EventData, list[Split]]:
+    """The task's view of the data and the setting's split files (drawn and saved on first use)."""
+    if task == "sepsis-online":
+        if setting not in ONLINE_SETTINGS:
+            raise HymateError(f"unknown online setting {setting!r}; known: {', '.join(ONLINE_SETTINGS)}")
+        view = online_data(data)
+        return view, load_or_make_online_splits(view, setting, seed, folder)
+    if task == "sepsis-stay":
+        if setting != "splits5":
+            raise HymateError(f"the stay-level task has one setting, splits5; got {setting!r}")
+        view = stay_level_data(data)
+        return view, load_or_make_splits(view, "splits5", seed, folder)
+    raise HymateError(f"unknown sepsis task {task!r}; known: sepsis-online, sepsis-stay")
+
+
+def run_sepsis(
+    view: EventData,
+    task: str,
+    model: str,
+    split: Split,
+    train: TrainConfig,
+    out: Path,
+    model_overrides: dict | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> dict:
+    """One run of `model` on one split of `task` (data as `sepsis_splits` returned it)."""
+    overrides = model_overrides or {}
+    if task == "sepsis-online":
+        if model not in ONLINE_MODELS:
+            raise HymateError(f"model {model!r} has no online mode; choose from {', '.join(ONLINE_MODELS)}")
+        if model == "lightgbm":
+            from hymate.models.online_tabular import run_lightgbm_online
+
+            return run_lightgbm_online(view, split, train.seed, out / model, resume=resume)
+        from hymate.train.online import run_online
+
+        return run_online(view, SEPSIS_ONLINE, split, overrides, train, out / model, progress, resume, model)
+    if model not in STAY_MODELS:
+        raise HymateError(f"unknown stay-level model {model!r}; choose from {', '.join(STAY_MODELS)}")
+    if model in ("lightgbm", "logreg"):
+        from hymate.models.tabular import run_tabular
+
+        row = run_tabular(model, view, SEPSIS_STAY, split, train.seed, out, resume=resume)
+    else:
+        from hymate.train.run import run_one
+
+        row = run_one(view, SEPSIS_STAY, split, overrides, train, out / model, progress, resume, model_name=model)
+    return {"task": task, "setting": split.protocol, "utility": None, **row}
+
+
+def run_sepsis_experiment(
+    data: EventData,
+    task: str,
+    models: list[str],
+    setting: str,
+    split_indices: list[int] | None,
+    seeds: list[int],
+    train: TrainConfig,
+    out: Path,
+    splits_folder: Path,
+    train_stays: int | None = None,
+    eval_stays: int | None = None,
+    split_seed: int = 0,
+    model_overrides: dict | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> list[dict]:
+    view, splits = sepsis_splits(data, task, setting, split_seed, splits_folder)
+    if split_indices is not None:
+        splits = [s for s in splits if s.index in set(split_indices)]
+    if train_stays or eval_stays:
+        splits = [subsample(s, train_stays, eval_stays, split_seed) for s in splits]
+    rows = []
+    for model in models:
+        for split in splits:
+            for seed in seeds:
+                config = replace(train, seed=seed)
+                rows.append(run_sepsis(view, task, model, split, config, out, model_overrides, progress, resume))
+    return rows

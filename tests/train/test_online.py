@@ -1,0 +1,35 @@
+"""The online task end to end on a small synthetic cohort: train, threshold on validation, score
+every test hour in one pass per stay, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+
+from hymate.models.online_tabular import run_lightgbm_online
+from hymate.tasks.sepsis import SEPSIS_ONLINE, online_splits
+from hymate.tasks.splits import subsample
+from hymate.train.module import TrainConfig
+from hymate.train.online import run_online
+from tests.tasks.test_sepsis import p19_like
+
+
+def test_hymate_and_lightgbm_online_runs_write_a_row_and_resume(tmp_path):
+    data = p19_like(n_stays=80)
+    split = subsample(online_splits(data, "kfold5")[0], 40, None)
+    config = TrainConfig(max_epochs=1, batch_size=8, ema_decay=None)
+    row = run_online(data, SEPSIS_ONLINE, split, {"d_model": 8, "n_heads": 2, "d_state": 4, "n_mamba_layers": 1},
+                     config, tmp_path / "hymate", progress=False)  # fmt: skip
+    folder = tmp_path / "hymate" / "kfold5-split0-seed0"
+    predictions = pl.read_parquet(folder / "predictions.parquet")
+    test_hours = data.labels.filter(pl.col("stay_id").is_in(pl.Series(split.test).implode()))
+    assert predictions.height == row["hours"] == test_hours.height  # every test hour scored
+    assert {"utility", "auroc", "ap", "threshold", "train_s", "score_s"} <= set(row)
+    assert np.isfinite(row["auroc"]) and row["task"] == "sepsis-online" and row["setting"] == "kfold5"
+    (folder / "checkpoint" / "model.safetensors").unlink()  # a finished run is read back, not redone
+    assert run_online(data, SEPSIS_ONLINE, split, {}, config, tmp_path / "hymate", progress=False) == row
+    grid = {"num_leaves": [7], "learning_rate": [0.1], "min_child_samples": [5], "feature_fraction": [1.0]}
+    lgb = run_lightgbm_online(data, split, 0, tmp_path / "lightgbm", grid=grid, num_threads=1)
+    assert lgb["hours"] == row["hours"] and json.loads((tmp_path / "lightgbm" / "kfold5-split0-seed0" / "metrics.json").read_text())
