@@ -74,9 +74,9 @@ def prepare(
         f"{data.events.height:,} events, {data.labels.height:,} labels ({elapsed:.1f} s)"
     )
     _print_exclusions(report)
-    if dataset == "physionet2019":  # no task or split protocol is defined for it yet
+    if dataset == "physionet2019":  # splits are drawn per task by `hymate train physionet2019 --task ...`
         septic = sum(v["septic_stays"] for v in report["per_set"].values())
-        console.print(f"{septic:,} septic stays; hourly labels kept. No split protocol is defined for {dataset} yet: no split files written.")
+        console.print(f"{septic:,} septic stays; hourly labels kept. Split files are drawn by `hymate train {dataset} --task sepsis-online|sepsis-stay`.")
         return
     out = splits_dir or resolve_cache(cache_dir) / "splits"
     table = Table("protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
@@ -157,7 +157,8 @@ def parse_int_list(text: str) -> list[int]:
 @friendly_errors
 def train(
     dataset: Annotated[str, typer.Argument(help="Dataset (its default task), e.g. physionet2012.")] = "physionet2012",
-    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5.")] = "strats",
+    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5 (physionet2019: kfold5, a2b, splits5).")] = "strats",
+    task_name: Annotated[str, typer.Option("--task", help="physionet2019 only: sepsis-online or sepsis-stay.")] = "sepsis-online",
     seeds: Annotated[str, typer.Option(help="Model seeds, e.g. '0,1,2' or '0-4'.")] = "0",
     splits: Annotated[str | None, typer.Option(help="Split indices to run (default: all of the protocol).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for runs and the summary.")] = Path("runs/hymate"),
@@ -189,6 +190,16 @@ def train(
     from hymate.train.module import TrainConfig
     from hymate.train.run import run_experiment
 
+    if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
+        from hymate.train.sepsis import train_command
+
+        given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
+        config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
+                             ema_decay=ema_decay or None)  # fmt: skip
+        train_command(console, task_name, protocol, model, parse_int_list(seeds), splits and parse_int_list(splits), out,
+                      config, {k: v for k, v in given.items() if v is not None}, train_stays, eval_stays, split_seed,
+                      resume, data_dir, cache_dir, not quiet)  # fmt: skip
+        return
     if dataset not in TASKS:
         raise HymateError(f"no task for dataset {dataset!r}; known: {', '.join(sorted(TASKS))}")
     if model not in ALL_MODELS:

@@ -108,3 +108,28 @@ def run_sepsis_experiment(
                 config = replace(train, seed=seed)
                 rows.append(run_sepsis(view, task, model, split, config, out, model_overrides, progress, resume))
     return rows
+
+
+def train_command(console, task: str, setting: str, model: str, seeds: list[int], splits: list[int] | None, out: Path,
+                  train: TrainConfig, overrides: dict, train_stays: int | None, eval_stays: int | None, split_seed: int,
+                  resume: bool, data_dir: Path | None, cache: Path | None, progress: bool) -> list[dict]:  # fmt: skip
+    """`hymate train physionet2019 --task sepsis-online|sepsis-stay`: run, then print one row per run."""
+    from rich.table import Table
+
+    from hymate.data.store import cache_dir, load_dataset
+
+    if task not in ("sepsis-online", "sepsis-stay"):
+        raise HymateError(f"unknown task {task!r} for physionet2019; known: sepsis-online, sepsis-stay")
+    if setting == "strats":  # the CLI's default protocol: take the task's default setting
+        setting = "kfold5" if task == "sepsis-online" else "splits5"
+    data = load_dataset("physionet2019", data_dir, cache, progress=progress)
+    rows = run_sepsis_experiment(data, task, [model], setting, splits, seeds, train, Path(out), cache_dir(cache) / "splits",
+                                 train_stays, eval_stays, split_seed, overrides, progress, resume)  # fmt: skip
+    table = Table("setting", "split", "seed", "utility", "AUROC", "AP", "train s", "score s", title=f"{model} on {task} (test)")
+    fmt = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        table.add_row(r["setting"], str(r["split"]), str(r["seed"]), fmt(r.get("utility")), fmt(r["auroc"]), fmt(r["ap"]),
+                      fmt(r.get("train_s"), ".0f"), fmt(r.get("score_s"), ".1f"))  # fmt: skip
+    console.print(table)
+    console.print(f"runs in {out}")
+    return rows
