@@ -99,4 +99,7 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(p12, tmp_path):
     assert second["resumed"] and second["epochs"] == 4
     assert 1000.0 < second["train_s"] < 1000.0 + took
     assert second["epoch_s"] == pytest.approx(second["train_s"] / 4, abs=0.1)
+    # The training curves keep the epochs of both processes (Lightning's CSV logger restarts its file).
+    history = pl.read_csv(folder / "logs" / "metrics.csv").filter(pl.col("val/loss").is_not_null())
+    assert sorted(history["epoch"].to_list()) == [0, 1, 2, 3]
     assert second["wall_s"] >= second["train_s"]

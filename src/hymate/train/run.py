@@ -12,6 +12,7 @@ Layout of a run folder::
 
 from __future__ import annotations
 
+import csv
 import json
 import resource
 import time
@@ -102,6 +103,7 @@ def run_one(
     )
     last = folder / "lightning" / "last.ckpt"
     resumed = resume and last.exists()
+    earlier = _read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
     trainer.fit(
         module,
         make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
@@ -109,6 +111,8 @@ def run_one(
         ckpt_path=last if resumed else None,
     )
     train_s = clock.elapsed_s  # all epochs, also those of an interrupted earlier process
+    if earlier:
+        _prepend_history(folder, earlier)
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
@@ -172,6 +176,26 @@ def run_experiment(
     lines += ["", "Per-run reports: " + ", ".join(f"`{r['protocol']}-split{r['split']}-seed{r['seed']}/report`" for r in rows)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     return rows
+
+
+def _read_history_rows(folder: Path) -> list[dict]:
+    path = folder / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _prepend_history(folder: Path, earlier: list[dict]) -> None:
+    """Put the epochs logged before a resume back in front of those logged after it."""
+    later = _read_history_rows(folder)
+    first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
+    kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
+    fields = list(dict.fromkeys(k for r in kept + later for k in r))
+    with (folder / "logs" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + later)
 
 
 def _history(folder: Path) -> pl.DataFrame | None:
