@@ -33,3 +33,16 @@ def test_hymate_and_lightgbm_online_runs_write_a_row_and_resume(tmp_path):
     grid = {"num_leaves": [7], "learning_rate": [0.1], "min_child_samples": [5], "feature_fraction": [1.0]}
     lgb = run_lightgbm_online(data, split, 0, tmp_path / "lightgbm", grid=grid, num_threads=1)
     assert lgb["hours"] == row["hours"] and json.loads((tmp_path / "lightgbm" / "kfold5-split0-seed0" / "metrics.json").read_text())
+
+
+def test_a2b_drops_and_counts_variables_hospital_a_never_had(tmp_path):
+    data = p19_like(n_stays=60)
+    b_only = data.events.filter(pl.col("stay_id") > 30).with_columns(pl.lit("EtCO2").alias("variable"))
+    data = type(data)(data.name, pl.concat([data.events, b_only]).sort("stay_id", "time", "variable"), data.statics,
+                      data.labels, data.stays)  # fmt: skip
+    split = online_splits(data, "a2b")[0]
+    config = TrainConfig(max_epochs=1, batch_size=8, ema_decay=None)
+    row = run_online(data, SEPSIS_ONLINE, split, {"d_model": 8, "n_heads": 2, "d_state": 4, "n_mamba_layers": 1},
+                     config, tmp_path, progress=False)  # fmt: skip
+    meta = json.loads((tmp_path / "a2b-split0-seed0" / "metrics.json").read_text())
+    assert meta["dropped_unknown_variable_events"]["test"] == b_only.height and row["setting"] == "a2b"

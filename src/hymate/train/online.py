@@ -154,7 +154,12 @@ def run_online(
         return json.loads(done.read_text())["row"]
     L.seed_everything(train.seed, workers=True, verbose=False)
     normalizer = Normalizer.fit(data, split.train, task.window_hours, task.categorical_statics)
-    datasets = {part: HourlyDataset(data, getattr(split, part), normalizer) for part in ("train", "val", "test")}
+    # Variables the training stays never had (EtCO2 is absent from hospital A) cannot be used: drop, count.
+    unknown = data.events.filter(~pl.col("variable").is_in(pl.Series(normalizer.variables).implode()))
+    dropped = {part: unknown.filter(pl.col("stay_id").is_in(pl.Series(getattr(split, part)).implode())).height
+               for part in ("val", "test")}  # fmt: skip
+    datasets = {part: HourlyDataset(data, getattr(split, part), normalizer, unknown_variables="drop")
+                for part in ("train", "val", "test")}  # fmt: skip
     y = datasets["train"].hour_labels
     if np.isnan(y).all() or np.nansum(y) == 0:
         raise DataError("the training stays have no positive hour: nothing to learn")
@@ -205,7 +210,8 @@ def run_online(
         "params": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
     meta = {"task": task.name, "split": split.name, "split_sha256": split.sha256, "train": train.to_dict(),
-            "variant": model_name, "threshold": threshold, "pos_weight": pos_weight}  # fmt: skip
+            "variant": model_name, "threshold": threshold, "pos_weight": pos_weight,
+            "dropped_unknown_variable_events": dropped}  # fmt: skip
     save_checkpoint(folder / "checkpoint", model, normalizer, meta)
     test.write_parquet(folder / "predictions.parquet")
     done.write_text(json.dumps({"row": row, **meta}, indent=1))
