@@ -82,7 +82,7 @@ def explain_stay(
 
     by_attention = top_variables(names, importance, TOP)
     by_rollout = top_variables(names, rollout, TOP)
-    by_ig = sorted(top_variables(names, np.abs(ig), TOP, among=observed), key=lambda r: -r[1])
+    by_ig = top_variables(names, np.abs(ig), TOP, among=observed)
     signed_ig = [(n, float(ig[names.index(n)])) for n, _ in by_ig]
     counts = events.group_by("variable").agg(pl.len().alias("n"), pl.col("value").last().alias("last"))
     counts = {r["variable"]: r for r in counts.iter_rows(named=True)}
