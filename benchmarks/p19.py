@@ -2,10 +2,10 @@
 stay-level task (AUROC / AP over 5 splits, next to the peer table), HyMaTE and LightGBM.
 
     python benchmarks/p19.py                          # everything, full data (hours: see NOTES.md)
-    python benchmarks/p19.py --train-stays 400 --eval-stays 200 --epochs 2 --folds 0   # a smoke run
+    python benchmarks/p19.py --train-stays 600 --eval-stays 300 --epochs 3 --folds 0 --ema-decay 0   # a smoke run
 
 The budget is explicit: --train-stays / --eval-stays (random subsets of each split's parts),
---epochs, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
+--epochs, --ema-decay, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
 to <out>/<budget>/..., where <budget> names those choices, and a finished run is never redone:
 rerun the same command after an interruption and it continues. Prints the tables and writes
 benchmarks/results/p19.json (rows {"task", "model", "setting", "utility", "auroc", "ap", ...}).
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--eval-stays", type=int, default=None, help="random subset of validation and test stays")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--ema-decay", type=float, default=0.998,
+                        help="weight averaging (0: off; needs ~1/(1-decay) = 500 steps to leave the initial weights)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
@@ -63,9 +65,11 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=max(140, Console().width))
     budget = f"train{args.train_stays or 'all'}-eval{args.eval_stays or 'all'}-ep{args.epochs}-seed{args.seed}"
+    budget += "" if args.ema_decay == 0.998 else f"-ema{args.ema_decay:g}"
     out = args.out / budget
     folds = parse_int_list(args.folds)
-    train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed)
+    train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
+                        ema_decay=args.ema_decay or None)  # fmt: skip
 
     start = time.perf_counter()
     data = load_dataset("physionet2019", progress=not args.quiet)
