@@ -15,6 +15,11 @@ Reading order of `HyMaTE.forward`:
    joined by attention pooling over events, concatenated with an MLP embedding of statics, then
    a linear head (n_outputs logits: 1 for a binary outcome; more for multiclass/regression).
 
+Online use (`forward_hourly`): the same model, with the same weights, at every prediction hour of
+a stay in one pass, seeing only the events up to each hour; equal (to rounding) to `forward` on
+the stay cut at that hour. Both attention poolings become causal prefix sums over hour slots
+(`causal_attention_pool`); the channel transformer runs on one set of V tokens per hour.
+
 Training-time variable dropout (`drop_variables`) removes every observation of a variable from a
 sample with probability p, compacting the sequence so the model never sees holes.
 """
