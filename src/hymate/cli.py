@@ -249,13 +249,14 @@ def benchmark(
 ) -> None:
     """Run a grid of models x splits x seeds (each run in its own process), skipping finished runs,
     and write the comparison table (Markdown, CSV, PNG)."""
+    import os
     import subprocess
     import sys
 
     from rich.progress import Progress
 
     from hymate.evaluate.compare import TABLE_METRICS, read_row, run_folder, write_comparison
-    from hymate.models.registry import ALL_MODELS
+    from hymate.models.registry import ALL_MODELS, TABULAR
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALL_MODELS]
@@ -279,7 +280,10 @@ def benchmark(
             bar.update(task, description=f"{model} {protocol} split {split} seed {seed}")
             cmd = [sys.executable, "-m", "hymate.cli", "train", dataset, "--protocol", protocol, "--model", model,
                    "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet", *passthrough]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            # LightGBM's OpenMP threads spin while they wait; on a shared machine that burns tens of
+            # times the CPU of the fit itself, so tabular runs get passive waiting (set before start).
+            env = {**os.environ, "OMP_WAIT_POLICY": "passive"} if model in TABULAR else None
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 raise HymateError(f"run {model} split {split} seed {seed} failed:\n{done.stderr.strip()[-2000:]}")
             bar.advance(task)
