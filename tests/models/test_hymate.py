@@ -176,3 +176,37 @@ def test_mamba_only_ablation_has_no_channel_path_and_stays_padding_invariant():
     assert torch.allclose(out.logits[0], m(rows(batch, [0], 64)).logits[0], atol=1e-5)
     with pytest.raises(ValueError, match="channel attention or sequence fusion"):
         model(channel_attention=False, sequence_fusion=False)
+
+
+def test_channel_stats_match_a_loop_over_each_stays_events():
+    from hymate.models.hymate import channel_stats
+
+    batch = make_batch([9, 4, 12], seed=3, width=15)
+    batch.values[~batch.mask] = 50.0  # padding must never leak into a statistic
+    got = channel_stats(batch.values, batch.times, (batch.variables - 1).clamp(min=0), batch.mask, V)
+    for b in range(3):
+        n = int(batch.mask[b].sum())
+        end = float(batch.times[b, n - 1])
+        for v in range(V):
+            idx = [i for i in range(n) if int(batch.variables[b, i]) == v + 1]
+            if not idx:
+                assert (got[b, v] == 0).all()
+                continue
+            x = batch.values[b, idx].double()
+            want = [x[-1], x[0], x.mean(), x.min(), x.max(), x.var(unbiased=False).add(1e-6).sqrt(),
+                    end - float(batch.times[b, idx[-1]])]  # fmt: skip
+            assert torch.allclose(got[b, v].double(), torch.tensor([float(w) for w in want], dtype=torch.double), atol=1e-5)
+
+
+def test_channel_stats_option_reaches_the_prediction_and_stays_padding_invariant():
+    m = model(channel_stats=True)
+    batch = make_batch([5, 40], seed=1)
+    together = m(batch)
+    assert torch.allclose(together.logits[0], m(rows(batch, [0], 5)).logits[0], atol=1e-5)
+    shifted = rows(batch, [0], 5)
+    first = shifted.variables[0, 0].item()
+    later = [i for i in range(5) if shifted.variables[0, i].item() == first][-1]
+    shifted.values[0, later] += 3.0  # only the last value of one variable changes
+    assert not torch.allclose(m(shifted).logits[0], together.logits[0], atol=1e-4)
+    with pytest.raises(ValueError, match="channel_stats"):
+        m.forward_hourly(batch, torch.tensor([[2, 5], [10, 40]]))

@@ -55,6 +55,7 @@ class HyMaTEConfig:
     variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
+    channel_stats: bool = False  # add an embedding of each variable's last/first/mean/min/max/sd/time-since-last
     n_outputs: int = 1
     scan_backend: str = "auto"
 
@@ -158,6 +159,12 @@ class HyMaTE(nn.Module):
             # How often a variable was measured is itself a signal in ICU data (sicker patients are
             # sampled more); a weighted mean of events cannot carry it, so it is embedded explicitly.
             self.count_embedding = ContinuousValueEmbedding(d) if config.count_embedding else None
+            # What a clinician (and a tree model) reads off a series: its last, first, mean, min, max,
+            # spread and how long ago it was measured. Attention pooling averages embeddings, so the
+            # extremes and the most recent value are only implicit in it; here they are explicit.
+            self.stats_embedding = (
+                nn.Sequential(nn.Linear(N_CHANNEL_STATS, d), nn.GELU(), nn.Linear(d, d)) if config.channel_stats else None
+            )
             self.channel_layers = nn.ModuleList(
                 ChannelAttentionLayer(d, config.n_heads, config.dropout) for _ in range(config.n_channel_layers)
             )
@@ -178,7 +185,7 @@ class HyMaTE(nn.Module):
 
         parts, attention, importance, observed = [], [], None, None
         if self.config.channel_attention:
-            tokens, observed = self._channel_tokens(h, batch.variables, mask)
+            tokens, observed = self._channel_tokens(h, batch.variables, mask, batch.values, batch.times)
             for layer in self.channel_layers:
                 tokens, attn = layer(tokens)
                 attention.append(attn)
@@ -237,6 +244,8 @@ class HyMaTE(nn.Module):
         slot = slot.clamp(max=max(H - 1, 0))
 
         parts = []
+        if self.config.channel_stats:
+            raise ValueError("the hourly forward does not support channel_stats yet")
         if self.config.channel_attention:
             V = self.config.n_variables
             channel = (batch.variables - 1).clamp(min=0)
@@ -263,7 +272,9 @@ class HyMaTE(nn.Module):
         out[hour_mask] = logits
         return out
 
-    def _channel_tokens(self, h: Tensor, variables: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _channel_tokens(
+        self, h: Tensor, variables: Tensor, mask: Tensor, values: Tensor | None = None, times: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Attention-pool each variable's events into one token per variable: [B, V, d]."""
         B, L, d = h.shape
         V = self.config.n_variables
@@ -282,8 +293,40 @@ class HyMaTE(nn.Module):
         pooled = pooled / totals.clamp(min=1e-12).unsqueeze(-1)
         if self.count_embedding is not None:
             pooled = pooled + self.count_embedding(torch.log1p(counts) / 4.0)  # ~[0, 1.7] for up to 880 events
+        if self.stats_embedding is not None:
+            pooled = pooled + self.stats_embedding(channel_stats(values, times, channel, mask, V))
         tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, V, d))
         return tokens + self.channel_embedding, observed
+
+
+N_CHANNEL_STATS = 7
+
+
+def channel_stats(values: Tensor, times: Tensor, channel: Tensor, mask: Tensor, n_channels: int) -> Tensor:
+    """Per (stay, variable): last, first, mean, min, max, sd of the (normalised) values and the time
+    from the variable's last observation to the stay's last event, [B, V, 7]; 0 where unobserved.
+    Events are time-ordered, so the last/first observation is the one at the highest/lowest position."""
+    B, L = values.shape
+    zeros = values.new_zeros(B, n_channels)
+    m = mask.to(values.dtype)
+    counts = zeros.scatter_add(1, channel, m)
+    seen = counts > 0
+    position = torch.arange(L, device=values.device).expand(B, L)
+    last_pos = torch.full((B, n_channels), -1, dtype=torch.long, device=values.device)
+    last_pos = last_pos.scatter_reduce(1, channel, torch.where(mask, position, -1), reduce="amax")
+    first_pos = torch.full((B, n_channels), L, dtype=torch.long, device=values.device)
+    first_pos = first_pos.scatter_reduce(1, channel, torch.where(mask, position, L), reduce="amin")
+    last = values.gather(1, last_pos.clamp(0, L - 1))
+    first = values.gather(1, first_pos.clamp(0, L - 1))
+    mean = zeros.scatter_add(1, channel, values * m) / counts.clamp(min=1)
+    square = zeros.scatter_add(1, channel, values.square() * m) / counts.clamp(min=1)
+    sd = (square - mean.square()).clamp(min=0).add(1e-6).sqrt()
+    low = torch.full_like(zeros, float("inf")).scatter_reduce(1, channel, values.masked_fill(~mask, float("inf")), "amin")
+    high = torch.full_like(zeros, float("-inf")).scatter_reduce(1, channel, values.masked_fill(~mask, float("-inf")), "amax")
+    end = times.masked_fill(~mask, float("-inf")).amax(dim=1, keepdim=True)
+    since = end - times.gather(1, last_pos.clamp(0, L - 1))
+    stats = torch.stack([last, first, mean, low, high, sd, since], dim=-1)
+    return torch.where(seen.unsqueeze(-1), stats, torch.zeros_like(stats)).clamp(-10, 10)
 
 
 _EMPTY_LOG = -1e4  # log of an empty sum: exp(-1e4 - x) is exactly 0 next to any real score

@@ -17,6 +17,7 @@ ARCHITECTURES = {"hymate": (HyMaTE, HyMaTEConfig), "strats": (STraTS, STraTSConf
 # name -> (architecture, preset). A preset wins over the shared width/depth options it names.
 VARIANTS = {
     "hymate": ("hymate", {}),
+    "hymate-stats": ("hymate", {"channel_stats": True}),  # + per-variable summary statistics in each channel token
     "mamba": ("hymate", {"channel_attention": False}),  # HyMaTE without channel attention (Triplet-Mamba)
     "hymate-events": ("strats", {"n_mamba_layers": 2, "n_layers": 1}),  # attention over events, as in the authors' code
     "strats": ("strats", {}),
