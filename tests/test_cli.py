@@ -41,3 +41,17 @@ def test_missing_data_is_one_clear_error_line(tmp_path):
 def test_console_script_runs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "hymate.cli", "--help"], capture_output=True, text=True, check=True)
     assert "prepare" in out.stdout and "describe" in out.stdout
+
+
+def test_checkpoints_of_other_tasks_get_one_clear_error():
+    import pytest
+
+    from hymate.cli import checkpoint_task
+    from hymate.errors import HymateError
+    from hymate.tasks.mortality import TASKS
+
+    assert checkpoint_task({"task": "physionet2012-mortality"}, TASKS).name == "physionet2012-mortality"
+    with pytest.raises(HymateError, match="physionet2019-sepsis-online.*mortality checkpoints"):
+        checkpoint_task({"task": "physionet2019-sepsis-online"}, TASKS)
+    with pytest.raises(HymateError, match="unknown"):
+        checkpoint_task({}, TASKS)

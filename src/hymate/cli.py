@@ -143,6 +143,19 @@ def describe(
         console.print(f"summary written to {json_out}")
 
 
+def checkpoint_task(meta: dict, tasks: dict):
+    """The stay-level task a checkpoint was trained for, or one clear error."""
+    name = meta.get("task")
+    if name in tasks:
+        return tasks[name]
+    if isinstance(name, str) and name.startswith("physionet2019-sepsis"):
+        raise HymateError(
+            f"this checkpoint is for {name}; evaluate, predict and explain handle PhysioNet 2012 mortality "
+            "checkpoints so far (a sepsis run's test metrics and predictions are in the run folder beside its checkpoint)"
+        )
+    raise HymateError(f"checkpoint task {name!r} is unknown to this version of hymate (known: {', '.join(sorted(tasks))})")
+
+
 def parse_int_list(text: str) -> list[int]:
     try:
         if "-" in text and "," not in text:
@@ -322,7 +335,7 @@ def evaluate(
     if part not in ("test", "val"):
         raise HymateError(f"--part must be test or val, got {part!r}")
     model, normalizer, meta = load_checkpoint(checkpoint)
-    task = TASKS[meta["task"]]
+    task = checkpoint_task(meta, TASKS)
     data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet)
     split_path = resolve_cache(cache_dir) / "splits" / f"{meta['split']}.json"
     if not split_path.exists():
@@ -357,7 +370,7 @@ def predict(
     from hymate.train.checkpoint import load_checkpoint
 
     model, normalizer, meta = load_checkpoint(checkpoint)
-    task = TASKS[meta["task"]]
+    task = checkpoint_task(meta, TASKS)
     data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
     frame, unknown = score_stays(model, normalizer, meta, data)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -406,7 +419,7 @@ def explain(
                           "explanations need a HyMaTE checkpoint")  # fmt: skip
     model, normalizer, meta = load_checkpoint(checkpoint)
     require_channel_importance(model, meta)
-    task = TASKS[meta["task"]]
+    task = checkpoint_task(meta, TASKS)
     folder = out or Path(checkpoint).parent / "explain"
     if stay:
         data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
