@@ -30,21 +30,26 @@ def main() -> None:
     parser.add_argument("--protocols", default="strats,splits5")
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--collect-only", action="store_true", help="run nothing; tabulate the finished runs")
     args = parser.parse_args()
     path = RESULTS / "p12_table.json"
     results = json.loads(path.read_text()) if path.exists() else {"rows": []}
     for protocol in args.protocols.split(","):
         cmd = [sys.executable, "-m", "hymate.cli", "benchmark", "physionet2012", "--protocol", protocol,
-               "--models", args.models, "--out", str(args.out)]  # fmt: skip
+               "--models", args.models, "--out", str(args.out), *(["--collect-only"] if args.collect_only else [])]  # fmt: skip
         subprocess.run(cmd, check=True)
         seeds, splits = ([0, 1, 2, 3, 4], [0]) if protocol == "strats" else ([0], [0, 1, 2, 3, 4])
-        rows = []
+        rows, missing = [], []
         for model in args.models.split(","):
             for split in splits:
                 for seed in seeds:
                     row = read_row(run_folder(args.out, model, protocol, split, seed))
-                    rows.append({k: row.get(k) for k in KEYS})
+                    if row is None:  # only with --collect-only: the grid is not finished
+                        missing.append({"model": model, "protocol": protocol, "split": split, "seed": seed})
+                    else:
+                        rows.append({k: row.get(k) for k in KEYS})
         results["rows"] = [r for r in results["rows"] if r["protocol"] != protocol] + rows
+        results.setdefault("missing", {})[protocol] = missing
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=1) + "\n")
         shutil.copy(args.out / protocol / "table.md", RESULTS / f"p12_table_{protocol}.md")

@@ -33,6 +33,15 @@ def test_benchmark_runs_the_grid_resumes_and_writes_the_table(p12, real_data, re
     assert "2 runs, 2 already finished" in again.output
     assert report.stat().st_mtime_ns == stamp  # not rerun
 
+    # --collect-only tabulates what has finished and names what has not, running nothing.
+    partial = [*args[:5], "mamba,logreg,grud", *args[6:], "--collect-only"]
+    collected = runner.invoke(app, partial)
+    assert collected.exit_code == 0, collected.output
+    assert "1 of 3 runs not finished" in collected.output and "grud split 0 seed 0" in collected.output
+    assert not (out / "grud").exists()
+    table = (out / "strats" / "table.md").read_text()
+    assert "| mamba | 1 |" in table and "grud" not in table
+
 
 def test_benchmark_rejects_unknown_models_before_running_anything(tmp_path):
     result = runner.invoke(app, ["benchmark", "--models", "hymate,xgboost9", "--out", str(tmp_path), "-q"])

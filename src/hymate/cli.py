@@ -258,6 +258,7 @@ def benchmark(
     eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run a grid of models x splits x seeds (each run in its own process), skipping finished runs,
@@ -287,7 +288,10 @@ def benchmark(
             passthrough += [flag, str(value)]
     todo = [j for j in jobs if read_row(run_folder(out, j[0], protocol, j[1], j[2])) is None]
     console.print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already finished in {out}")
-    with Progress(console=console, disable=quiet) as bar:
+    missing = list(todo)
+    if collect_only:
+        todo = []
+    with Progress(console=console, disable=quiet or not todo) as bar:
         task = bar.add_task("benchmark", total=len(todo))
         for model, split, seed in todo:
             bar.update(task, description=f"{model} {protocol} split {split} seed {seed}")
@@ -301,6 +305,12 @@ def benchmark(
                 raise HymateError(f"run {model} split {split} seed {seed} failed:\n{done.stderr.strip()[-2000:]}")
             bar.advance(task)
     rows = [read_row(run_folder(out, m, protocol, k, s)) for m, k, s in jobs]
+    rows = [r for r in rows if r is not None]
+    if collect_only and missing:
+        console.print(f"[yellow]{len(missing)} of {len(jobs)} runs not finished; the table shows the finished ones "
+                      f"(see its runs column): {', '.join(f'{m} split {k} seed {s}' for m, k, s in missing)}[/yellow]")  # fmt: skip
+    if not rows:
+        raise HymateError(f"no finished runs in {out} for this grid")
     lines = write_comparison(rows, names, out / protocol, f"{dataset}, {protocol} protocol (test)")
     table = Table("model", "runs", *(k for k in TABLE_METRICS), "s / epoch", "s / run", "peak MB", title=f"{dataset}, {protocol}")
     for line in lines:
