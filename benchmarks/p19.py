@@ -7,7 +7,9 @@ stay-level task (AUROC / AP over 5 splits, next to the peer table), HyMaTE and L
 The budget is explicit: --train-stays / --eval-stays (random subsets of each split's parts),
 --epochs, --ema-decay, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
 to <out>/<budget>/..., where <budget> names those choices, and a finished run is never redone:
-rerun the same command after an interruption and it continues. Prints the tables and writes
+rerun the same command after an interruption and it continues. Online HyMaTE / Mamba runs also
+name their model options (`--train-hours-per-stay`, `--no-query-time`): <out>/<budget>/sepsis-online/
+<variant>/..., and their rows' budget ends in -<variant> (e.g. qt-h8). Prints the tables and writes
 benchmarks/results/p19.json (rows {"task", "model", "setting", "utility", "auroc", "ap", ...}).
 """
 
@@ -59,6 +61,9 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.998,
                         help="weight averaging (0: off; needs ~1/(1-decay) = 500 steps to leave the initial weights)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-hours-per-stay", type=int, default=8,
+                        help="online training: every positive and up to N random negative hours per stay and step (0: all)")
+    parser.add_argument("--no-query-time", action="store_true", help="online HyMaTE without the prediction-hour input")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -69,7 +74,9 @@ def main() -> None:
     out = args.out / budget
     folds = parse_int_list(args.folds)
     train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
-                        ema_decay=args.ema_decay or None)  # fmt: skip
+                        ema_decay=args.ema_decay or None, train_hours_per_stay=args.train_hours_per_stay or None)  # fmt: skip
+    variant = f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}"  # online neural runs
+    overrides = {"query_time": False} if args.no_query_time else None
 
     start = time.perf_counter()
     data = load_dataset("physionet2019", progress=not args.quiet)
@@ -80,11 +87,16 @@ def main() -> None:
         models = [m for m in args.models.split(",") if task == "sepsis-stay" or m != "logreg"]
         for setting in settings:
             chosen = [0] if setting == "a2b" else folds
-            rows += run_sepsis_experiment(
-                data, task, models, setting, chosen, [args.seed], train, out / task, cache_dir() / "splits",
-                args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
-            )  # fmt: skip
-    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": budget} for r in rows]
+            for model in models:
+                tagged = task == "sepsis-online" and model in ("hymate", "mamba")
+                rows += run_sepsis_experiment(
+                    data, task, [model], setting, chosen, [args.seed], train, out / task / variant if tagged else out / task,
+                    cache_dir() / "splits", args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
+                    model_overrides=overrides if tagged else None,
+                )  # fmt: skip
+    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": budget + (f"-{variant}" if r["task"] == "sepsis-online" and
+                                                                  r["model"] in ("hymate", "mamba") else "")}
+            for r in rows]  # fmt: skip
 
     online = [r for r in rows if r["task"] == "sepsis-online"]
     if online:

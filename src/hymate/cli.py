@@ -185,6 +185,8 @@ def train(
     mamba_layers: Annotated[int | None, typer.Option(help="Mamba blocks (default: the model's own).")] = None,
     channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
     max_events: Annotated[int, typer.Option(help="Most recent events kept per stay.")] = 880,
+    train_hours_per_stay: Annotated[int, typer.Option(help="sepsis-online: train on every positive and up to N random negative hours per stay and step (0: all).")] = 8,
+    query_time: Annotated[bool | None, typer.Option(help="physionet2019: the model also reads the prediction hour (default: on for sepsis-online only).")] = None,
     train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
@@ -206,9 +208,10 @@ def train(
     if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
         from hymate.train.sepsis import train_command
 
-        given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers}
+        given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
+                 "query_time": query_time}  # fmt: skip
         config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
-                             ema_decay=ema_decay or None)  # fmt: skip
+                             ema_decay=ema_decay or None, train_hours_per_stay=train_hours_per_stay or None)  # fmt: skip
         train_command(console, task_name, protocol, model, parse_int_list(seeds), splits and parse_int_list(splits), out,
                       config, {k: v for k, v in given.items() if v is not None}, train_stays, eval_stays, split_seed,
                       resume, data_dir, cache_dir, not quiet)  # fmt: skip

@@ -23,30 +23,63 @@ def model(**overrides) -> HyMaTE:
     return HyMaTE(config).eval()
 
 
-def slow_hourly(m: HyMaTE, batch: EventBatch, prefix: torch.Tensor, hour_mask: torch.Tensor) -> torch.Tensor:
+def slow_hourly(m: HyMaTE, batch: EventBatch, prefix: torch.Tensor, hour_mask: torch.Tensor,
+                query_times: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """The reference: the stay-level forward on each stay cut at each hour, one pass per hour."""
     out = torch.zeros(*prefix.shape)
     for b in range(prefix.shape[0]):
         for k in range(prefix.shape[1]):
             if hour_mask[b, k]:
-                out[b, k] = m(rows(batch, [b], int(prefix[b, k]))).logits[0, 0]
+                query = None if query_times is None else query_times[b, k : k + 1]
+                out[b, k] = m(rows(batch, [b], int(prefix[b, k])), query_times=query).logits[0, 0]
     return out
 
 
 PREFIX = torch.tensor([[1, 3, 3, 8, 20, 20], [2, 5, 9, 13, 13, 13]])
 HOUR_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.bool)
+QUERY_TIMES = torch.tensor([[-0.9, -0.5, -0.4, 0.1, 0.8, 0.9], [-0.8, -0.2, 0.3, 0.6, 0.0, 0.0]])
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"n_channel_layers": 2}, {"channel_attention": False}, {"sequence_fusion": False}, {"count_embedding": False}],
-)
+    [{}, {"n_channel_layers": 2}, {"channel_attention": False}, {"sequence_fusion": False}, {"count_embedding": False},
+     {"query_time": True}, {"query_time": True, "channel_attention": False}],
+)  # fmt: skip
 def test_hourly_output_equals_the_stay_level_forward_on_each_prefix(overrides):
     m = model(**overrides)
     batch = make_batch([20, 13], seed=1)
-    fast = m.forward_hourly(batch, PREFIX, HOUR_MASK)[..., 0]
-    assert torch.allclose(fast, slow_hourly(m, batch, PREFIX, HOUR_MASK), atol=1e-5)
+    fast = m.forward_hourly(batch, PREFIX, HOUR_MASK, QUERY_TIMES)[..., 0]
+    query = QUERY_TIMES if overrides.get("query_time") else None
+    assert torch.allclose(fast, slow_hourly(m, batch, PREFIX, HOUR_MASK, query), atol=1e-5)
     assert (fast[~HOUR_MASK] == 0).all()
+
+
+def test_query_time_moves_the_prediction_and_defaults_to_the_last_event_time():
+    m = model(query_time=True)
+    batch = make_batch([20, 13], seed=1)
+    with_hours = m.forward_hourly(batch, PREFIX, HOUR_MASK, QUERY_TIMES)[..., 0]
+    later = m.forward_hourly(batch, PREFIX, HOUR_MASK, QUERY_TIMES + 0.3)[..., 0]
+    assert (with_hours - later)[HOUR_MASK].abs().min() > 0  # same events, later hour: another prediction
+    # Without query times: each slot is queried at the time of the last event it sees, in both forwards.
+    fallback = m.forward_hourly(batch, PREFIX, HOUR_MASK)[..., 0]
+    assert torch.allclose(fallback, slow_hourly(m, batch, PREFIX, HOUR_MASK), atol=1e-5)
+    last = torch.stack([batch.times[b, PREFIX[b] - 1] for b in range(2)])
+    assert torch.allclose(fallback, m.forward_hourly(batch, PREFIX, HOUR_MASK, last)[..., 0], atol=1e-6)
+    # The stay-level forward also reads the batch's own query times.
+    cut = rows(batch, [0], 8)
+    cut.query_times = torch.tensor([0.1])
+    assert torch.allclose(m(cut).logits, m(rows(batch, [0], 8), query_times=torch.tensor([0.1])).logits)
+
+
+def test_query_time_off_leaves_the_stay_level_model_as_it_was():
+    """Same seed, same weights and outputs as before the option existed (P12 checkpoints load)."""
+    plain, off = model(), model(query_time=False)
+    assert plain.state_dict().keys() == off.state_dict().keys() and not hasattr(plain, "query_time")
+    batch = make_batch([7, 3], seed=2)
+    assert torch.equal(plain(batch).logits, off(batch).logits)
+    on = model(query_time=True)
+    assert {k for k in on.state_dict() if k not in plain.state_dict()} == {
+        k for k in on.state_dict() if k.startswith("query_embedding.")}
 
 
 def test_stable_when_attention_scores_are_extreme():
@@ -73,12 +106,14 @@ def times_and_prefix(batch: EventBatch, hours: np.ndarray) -> tuple[np.ndarray, 
     return raw, torch.tensor(np.stack(prefix))
 
 
-def test_causal_changing_data_after_an_hour_leaves_earlier_predictions_unchanged():
-    m = model()
+@pytest.mark.parametrize("query_time", [False, True])
+def test_causal_changing_data_after_an_hour_leaves_earlier_predictions_unchanged(query_time):
+    m = model(query_time=query_time)
     batch = make_batch([40, 30], seed=3, width=60)
     hours = np.arange(0.0, 21.0)
     raw, prefix = times_and_prefix(batch, hours)
-    before = m.forward_hourly(batch, prefix, None)[..., 0]
+    query = torch.from_numpy(hours / 10 - 1).float().expand(2, -1)  # the hours on the event clock
+    before = m.forward_hourly(batch, prefix, None, query)[..., 0]
     h = 9.0
     changed = EventBatch(*(x.clone() for x in (batch.times, batch.variables, batch.values, batch.mask)),
                          batch.statics, batch.labels, batch.stay_ids)  # fmt: skip
@@ -91,7 +126,7 @@ def test_causal_changing_data_after_an_hour_leaves_earlier_predictions_unchanged
     changed.variables[0, 40:55] = 2
     changed.values[0, 40:55] = 3.0
     _, new_prefix = times_and_prefix(changed, hours)
-    after = m.forward_hourly(changed, new_prefix, None)[..., 0]
+    after = m.forward_hourly(changed, new_prefix, None, query)[..., 0]
     upto = torch.from_numpy(hours <= h)
     assert torch.allclose(before[:, upto], after[:, upto], atol=1e-6, rtol=0)
     assert not torch.allclose(before[:, ~upto], after[:, ~upto], atol=1e-3)  # later hours do move
@@ -165,15 +200,21 @@ def test_dataset_prefix_counts_events_up_to_each_hour():
         times = data.events.filter(pl.col("stay_id") == stay).get_column("time").to_numpy()
         item = ds[i]
         assert item["prefix"].tolist() == [int((times <= h).sum()) for h in item["hours"]]
+    # Prediction hours on the clock of the event times: an event at hour h has time t == query time of h.
+    encoded = norm.encode_events(data.events)
+    np.testing.assert_array_equal(norm.scale_time(encoded["time"].to_numpy()), encoded["t"].to_numpy())
+    np.testing.assert_array_equal(ds.query_times, norm.scale_time(ds.hours))
     batch = collate_hourly([ds[0], ds[1]])
-    assert batch.prefix.shape == batch.hour_mask.shape == batch.labels.shape
+    assert batch.prefix.shape == batch.hour_mask.shape == batch.labels.shape == batch.query_times.shape
+    assert torch.equal(batch.query_times[0, : len(ds[0]["hours"])], torch.from_numpy(ds[0]["query_times"]))
 
 
-def test_scores_up_to_hour_h_do_not_move_when_the_table_changes_after_h():
+@pytest.mark.parametrize("query_time", [False, True])
+def test_scores_up_to_hour_h_do_not_move_when_the_table_changes_after_h(query_time):
     data = hourly_data(seed=1)
     norm = Normalizer.fit(data, data.stay_ids, 336.0)
     m = HyMaTE(HyMaTEConfig(n_variables=norm.n_variables, n_statics=len(norm.static_names), d_model=16, n_heads=2,
-                            d_state=4)).eval()  # fmt: skip
+                            d_state=4, query_time=query_time)).eval()  # fmt: skip
     h = 6.0
     late = pl.col("time") > h
     changed_events = pl.concat([

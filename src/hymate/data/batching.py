@@ -32,13 +32,14 @@ class EventBatch:
     statics: torch.Tensor  # [B, S] float32
     labels: torch.Tensor  # [B] float32 (NaN where a stay has no label)
     stay_ids: torch.Tensor  # [B] int64
+    query_times: torch.Tensor | None = None  # [B] prediction times on the event clock (HyMaTE query_time); optional
 
     @property
     def lengths(self) -> torch.Tensor:
         return self.mask.sum(dim=1)
 
     def to(self, device: torch.device | str) -> EventBatch:
-        return EventBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return EventBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
         return self.labels.shape[0]

@@ -29,6 +29,7 @@ class HourlyBatch:
     labels: torch.Tensor  # [B, H] float32 (NaN where unlabelled or padding)
     prefix: torch.Tensor  # [B, H] int64 events visible at each hour (the stay's length at padding)
     hour_mask: torch.Tensor  # [B, H] bool, True at real hours (a prefix of each row)
+    query_times: torch.Tensor  # [B, H] float32 prediction hours on the event clock (`Normalizer.scale_time`; 0 at padding)
 
     def __len__(self) -> int:
         return int(self.hour_mask.sum())
@@ -67,6 +68,7 @@ class HourlyDataset(Dataset):
                             f"{ids[counts == 0][:5].tolist()}")  # fmt: skip
         self.hour_offsets = np.concatenate([[0], np.cumsum(counts)])
         self.hours = labels.get_column("prediction_time").to_numpy().astype(np.float64)
+        self.query_times = normalizer.scale_time(self.hours)  # the hours on the clock of the event times
         self.hour_labels = labels.get_column("label").cast(pl.Float32).fill_null(float("nan")).to_numpy()
         # The raw event times, in the order the event dataset keeps them (by position, then time).
         events = data.events.select("stay_id", "time", "variable")
@@ -96,7 +98,8 @@ class HourlyDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.events[i]
         a, b = self.hour_offsets[i], self.hour_offsets[i + 1]
-        return {**item, "hours": self.hours[a:b], "hour_labels": self.hour_labels[a:b], "prefix": self.prefix[a:b]}
+        return {**item, "hours": self.hours[a:b], "hour_labels": self.hour_labels[a:b], "prefix": self.prefix[a:b],
+                "query_times": self.query_times[a:b]}  # fmt: skip
 
 
 def collate_hourly(items: list[dict]) -> HourlyBatch:
@@ -105,11 +108,13 @@ def collate_hourly(items: list[dict]) -> HourlyBatch:
     B, H = len(items), max(n)
     hours = np.zeros((B, H), dtype=np.float64)
     labels = np.full((B, H), np.nan, dtype=np.float32)
+    query_times = np.zeros((B, H), dtype=np.float32)
     prefix = np.repeat(events.lengths.numpy()[:, None], H, axis=1).astype(np.int64)  # padding: the whole stay
     for row, (item, k) in enumerate(zip(items, n, strict=True)):
         hours[row, :k] = item["hours"]
         labels[row, :k] = item["hour_labels"]
         prefix[row, :k] = item["prefix"]
+        query_times[row, :k] = item["query_times"]
     hour_mask = np.arange(H)[None, :] < np.array(n)[:, None]
     return HourlyBatch(events, torch.from_numpy(hours), torch.from_numpy(labels), torch.from_numpy(prefix),
-                       torch.from_numpy(hour_mask))  # fmt: skip
+                       torch.from_numpy(hour_mask), torch.from_numpy(query_times))  # fmt: skip

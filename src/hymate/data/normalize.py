@@ -134,6 +134,10 @@ class Normalizer:
             (2.0 * pl.col("time") / self.window_hours - 1.0).cast(pl.Float32).alias("t"),
         )
 
+    def scale_time(self, hours: np.ndarray) -> np.ndarray:
+        """Hours -> the model's clock: float32 in [-1, 1] over the window, exactly as `encode_events` scales event times."""
+        return (2.0 * np.asarray(hours, dtype=np.float64) / self.window_hours - 1.0).astype(np.float32)
+
     def encode_statics(self, statics: pl.DataFrame) -> np.ndarray:
         """Return a float32 matrix [rows of `statics`, len(static_names)]."""
         missing = [c for c in [*self.static_numeric, *self.static_categorical] if c not in statics.columns]

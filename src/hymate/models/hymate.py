@@ -14,6 +14,8 @@ Reading order of `HyMaTE.forward`:
 5. Fusion: attention pooling over channels (its weights are per-variable importances), optionally
    joined by attention pooling over events, concatenated with an MLP embedding of statics, then
    a linear head (n_outputs logits: 1 for a binary outcome; more for multiclass/regression).
+   With `query_time`, the head also gets CVE_query(prediction time), on the clock of the event
+   times: without it a prediction only changes when an event arrives, never with the hour itself.
 
 Online use (`forward_hourly`): the same model, with the same weights, at every prediction hour of
 a stay in one pass, seeing only the events up to each hour; equal (to rounding) to `forward` on
@@ -56,6 +58,7 @@ class HyMaTEConfig:
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
     channel_stats: bool = False  # add an embedding of each variable's last/first/mean/min/max/sd/time-since-last
+    query_time: bool = False  # the head also embeds the prediction time (see `HyMaTE.forward`); on for the online task
     n_outputs: int = 1
     scan_backend: str = "auto"
 
@@ -176,10 +179,16 @@ class HyMaTE(nn.Module):
 
         self.static_mlp = nn.Sequential(nn.Linear(config.n_statics, d), nn.Tanh()) if config.n_statics else None
         n_parts = config.channel_attention + config.sequence_fusion + (config.n_statics > 0)
+        n_parts += config.query_time
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_parts * d, config.n_outputs))
+        # Created last, so that with query_time off every other weight is initialised as before.
+        self.query_embedding = ContinuousValueEmbedding(d) if config.query_time else None
 
     # --- the forward pass, in the order of the module docstring -------------------------
-    def forward(self, batch: EventBatch) -> HyMaTEOutput:
+    def forward(self, batch: EventBatch, query_times: Tensor | None = None) -> HyMaTEOutput:
+        """`query_times` [B] (used with `query_time` only): the prediction time of each stay, on the
+        event clock (`Normalizer.scale_time`). Default: `batch.query_times` if the batch has them,
+        else the time of the stay's last real event (-1, the window's start, for a stay with none)."""
         mask = batch.mask
         h = self.encode(batch)
 
@@ -198,6 +207,12 @@ class HyMaTE(nn.Module):
             parts.append(seq)
         if self.static_mlp is not None:
             parts.append(self.static_mlp(batch.statics))
+        if self.query_embedding is not None:
+            if query_times is None:
+                query_times = batch.query_times
+            if query_times is None:
+                query_times = last_event_time(batch.times, batch.lengths.unsqueeze(1))[:, 0]
+            parts.append(self.query_embedding(query_times.to(h.dtype)))
         logits = self.head(torch.cat(parts, dim=-1))
         return HyMaTEOutput(logits, importance, attention, event_weights, observed)
 
@@ -211,15 +226,21 @@ class HyMaTE(nn.Module):
         return self.context_norm(h) * mask.unsqueeze(-1)
 
     # --- the hourly (online) forward: one logit per prediction hour, causal --------------
-    def forward_hourly(self, batch: EventBatch, prefix: Tensor, hour_mask: Tensor | None = None) -> Tensor:
+    def forward_hourly(
+        self, batch: EventBatch, prefix: Tensor, hour_mask: Tensor | None = None, query_times: Tensor | None = None
+    ) -> Tensor:
         """Logits [B, H, n_outputs]: at slot k of stay b, the stay-level `forward` of the same
         model on the stay's first `prefix[b, k]` events (its events up to that prediction hour),
-        for every k in one pass over the stay.
+        with `query_times=query_times[b, k]`, for every k in one pass over the stay.
 
         `prefix` [B, H] (int) must be non-decreasing along each row (pad with the stay's length);
         `hour_mask` [B, H] marks real slots (padded slots get logit 0). Equivalence with the
         stay-level forward holds for prefix >= 1; with no event yet, channels are all "never
-        observed" and the event pooling contributes zeros.
+        observed" and the event pooling contributes zeros. `query_times` [B, H] (with `query_time`
+        only): each slot's prediction hour on the event clock (`HourlyBatch.query_times`); default,
+        as in `forward`, the time of the last event the slot sees. Slots need not be every hour:
+        any non-decreasing subset of a stay's hours gives the same logits at those hours (training
+        scores a sample of hours this way, so the channel transformer runs on fewer tokens).
 
         How: Mamba is causal, so the contextual embeddings `encode` gives are those of every
         prefix. Each event is put in the first slot that sees it; both attention poolings (per
@@ -267,6 +288,10 @@ class HyMaTE(nn.Module):
             parts.append(seq[:, :, 0][hour_mask])
         if self.static_mlp is not None:
             parts.append(self.static_mlp(batch.statics).unsqueeze(1).expand(B, H, d)[hour_mask])
+        if self.query_embedding is not None:
+            if query_times is None:
+                query_times = last_event_time(batch.times, prefix)
+            parts.append(self.query_embedding(query_times.to(h.dtype)[hour_mask]))
         logits = self.head(torch.cat(parts, dim=-1))  # [N, n_outputs]
         out = torch.zeros(B, H, logits.shape[-1], dtype=logits.dtype, device=logits.device)
         out[hour_mask] = logits
@@ -300,6 +325,12 @@ class HyMaTE(nn.Module):
 
 
 N_CHANNEL_STATS = 7
+
+
+def last_event_time(times: Tensor, counts: Tensor) -> Tensor:
+    """The time of event counts[b, k] - 1 of each row ([B, K]); -1 (the window's start) where counts is 0."""
+    last = times.gather(1, (counts.long() - 1).clamp(min=0))
+    return torch.where(counts > 0, last, torch.full_like(last, -1.0))
 
 
 def channel_stats(values: Tensor, times: Tensor, channel: Tensor, mask: Tensor, n_channels: int) -> Tensor:
@@ -411,7 +442,7 @@ def drop_variables(
 
     dropped_batch = EventBatch(
         times=take(batch.times), variables=take(batch.variables), values=take(batch.values), mask=new_mask,
-        statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids,
+        statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids, query_times=batch.query_times,
     )  # fmt: skip
     if prefix is None:
         return dropped_batch

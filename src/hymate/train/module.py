@@ -33,6 +33,9 @@ class TrainConfig:
     ema_decay: float | None = 0.998  # validate, select and ship an exponential moving average of the weights
     seed: int = 0
     limit_train_batches: int | float | None = None  # for smoke runs
+    # Online (hourly) task only, ignored by the stay-level one: train on every positive hour and up
+    # to this many random negative hours per stay and step (reweighted; None: every hour).
+    train_hours_per_stay: int | None = 8
 
     def to_dict(self) -> dict:
         return asdict(self)

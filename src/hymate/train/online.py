@@ -3,7 +3,11 @@
 The Lightning module is the stay-level one (`BinaryOutcomeModule`: optimiser, schedule, EMA,
 positive weighting) with hourly steps: the loss is binary cross-entropy over every (stay, hour)
 label row of the batch, positives weighted by #negative / #positive hours of the training stays
-(~2 % of hours are positive). Validation computes hourly AUROC and AP and the challenge utility
+(~2 % of hours are positive). With `TrainConfig.train_hours_per_stay = N`, each training step
+scores only a sample of each stay's hours (`subsample_hours`: every positive hour and up to N
+random negative ones, negatives reweighted so the loss is an unbiased estimate of the all-hours
+mean); the channel transformer then runs on that many [V, d] token sets instead of one per hour,
+which is most of the cost. Validation and test score every hour. Validation computes hourly AUROC and AP and the challenge utility
 at its best threshold; the epoch with the best validation utility is kept (early stopping on it).
 The threshold is then chosen on validation and applied to test, whose hours are all scored in
 one pass per stay (`predict_hourly`).
@@ -26,6 +30,7 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from hymate.data.batching import LengthBucketSampler
@@ -43,30 +48,79 @@ from hymate.train.checkpoint import save_checkpoint
 from hymate.train.module import BinaryOutcomeModule, EMAWeights, TrainConfig
 from hymate.train.run import peak_rss_mb
 
+ONLINE_MODEL_DEFAULTS = {"query_time": True}  # the online task's model options, under any overrides given
+
+
+def subsample_hours(batch: HourlyBatch, n_negatives: int, generator: torch.Generator) -> tuple[HourlyBatch, torch.Tensor]:
+    """Keep every positive hour of each stay and up to `n_negatives` of its negative hours, drawn
+    uniformly without replacement (unlabelled hours are dropped: they carry no loss). Returns the
+    smaller batch (kept hours in time order, so prefixes stay non-decreasing; padded as
+    `collate_hourly` pads) and a weight per kept hour: 1 for positives, #negatives / #kept
+    negatives of the stay for negatives. Then sum(weight * loss) / sum(weight) is an unbiased
+    estimate of the mean loss over all the batch's labelled hours (sum(weight) is their number)."""
+    labelled = batch.hour_mask & ~torch.isnan(batch.labels)
+    positive = labelled & (batch.labels > 0.5)
+    negative = labelled & ~positive
+    B, H = batch.labels.shape
+    key = torch.rand(B, H, generator=generator)
+    key = torch.where(positive, -1.0, torch.where(negative, key, 2.0))  # positives first, then negatives at random
+    rank = key.argsort(dim=1).argsort(dim=1)
+    n_neg = negative.sum(dim=1)
+    kept_neg = n_neg.clamp(max=n_negatives)
+    count = positive.sum(dim=1) + kept_neg
+    chosen = rank < count.unsqueeze(1)
+    width = max(1, int(count.max()))
+    order = torch.sort((~chosen).to(torch.int8), dim=1, stable=True).indices[:, :width]  # chosen hours, in time order
+    mask = torch.arange(width).unsqueeze(0) < count.unsqueeze(1)
+    weight = torch.where(negative, (n_neg / kept_neg.clamp(min=1)).unsqueeze(1).to(torch.float32), 1.0)
+
+    def take(x: torch.Tensor, pad) -> torch.Tensor:
+        return torch.where(mask, x.gather(1, order), torch.as_tensor(pad, dtype=x.dtype))
+
+    small = HourlyBatch(
+        batch.events, take(batch.hours, 0.0), take(batch.labels, float("nan")),
+        torch.where(mask, batch.prefix.gather(1, order), batch.events.lengths.unsqueeze(1)), mask,
+        take(batch.query_times, 0.0),
+    )  # fmt: skip
+    return small, take(weight, 0.0)
+
 
 class HourlyOutcomeModule(BinaryOutcomeModule):
-    """`BinaryOutcomeModule` with a loss over every labelled hour of every stay in the batch."""
+    """`BinaryOutcomeModule` with a loss over the labelled hours of every stay in the batch (all
+    of them, or a reweighted sample with `train_hours_per_stay`)."""
 
     def __init__(self, model: HyMaTE, config: TrainConfig, pos_weight: float = 1.0) -> None:
         super().__init__(model, config, pos_weight)
         self._val_ids: list[np.ndarray] = []
 
-    def _hourly(self, batch: HourlyBatch, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hourly(self, batch: HourlyBatch, train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        weight = None
+        if train and self.config.train_hours_per_stay is not None:
+            # Seeded by (seed, step): the same hours on a rerun or a resume; own generator, so the
+            # global stream (variable dropout) is drawn exactly as without subsampling.
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(self.global_step))
+            batch, weight = subsample_hours(batch, self.config.train_hours_per_stay, generator)
         events, prefix = batch.events, batch.prefix
         if train:
             events, prefix = drop_variables(events, self.model.config.variable_dropout, prefix=prefix)
-        logits = self.model.forward_hourly(events, prefix, batch.hour_mask)[..., 0]
+        logits = self.model.forward_hourly(events, prefix, batch.hour_mask, batch.query_times)[..., 0]
         keep = batch.hour_mask & ~torch.isnan(batch.labels)
-        return logits[keep], batch.labels[keep]
+        return logits[keep], batch.labels[keep], None if weight is None else weight[keep]
+
+    def _weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if weight is None:
+            return self._loss(logits, labels)
+        losses = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight, reduction="none")
+        return (losses * weight).sum() / weight.sum()
 
     def training_step(self, batch: HourlyBatch, batch_idx):
-        logits, labels = self._hourly(batch, train=True)
-        loss = self._loss(logits, labels)
+        logits, labels, weight = self._hourly(batch, train=True)
+        loss = self._weighted_loss(logits, labels, weight)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), prog_bar=True)
         return loss
 
     def validation_step(self, batch: HourlyBatch, batch_idx):
-        logits, labels = self._hourly(batch, train=False)
+        logits, labels, _ = self._hourly(batch, train=False)
         self.log("val/loss", self._loss(logits, labels), on_epoch=True, batch_size=len(labels), prog_bar=True)
         keep = batch.hour_mask & ~torch.isnan(batch.labels)
         ids = batch.events.stay_ids.unsqueeze(1).expand_as(keep)[keep]
@@ -108,7 +162,7 @@ def predict_hourly(model: HyMaTE, dataset: HourlyDataset, batch_size: int = 64, 
     sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=False)
     for indices in track(list(sampler), description="scoring hours", disable=not progress, transient=True):
         batch = collate_hourly([dataset[i] for i in indices])
-        out = model.forward_hourly(batch.events, batch.prefix, batch.hour_mask)[..., 0].float().numpy()
+        out = model.forward_hourly(batch.events, batch.prefix, batch.hour_mask, batch.query_times)[..., 0].float().numpy()
         for row, i in enumerate(indices):
             a, b = dataset.hour_offsets[i], dataset.hour_offsets[i + 1]
             logits[a:b] = out[row, : b - a]
@@ -145,7 +199,8 @@ def run_online(
     resume: bool = True,
     model_name: str = "hymate",
 ) -> dict:
-    """Train on split.train (hourly loss), select the epoch and the threshold on split.val by
+    """Train on split.train (hourly loss; model options: `ONLINE_MODEL_DEFAULTS` under
+    `model_overrides`), select the epoch and the threshold on split.val by
     utility, and score every hour of split.test in one pass per stay. Returns the result row."""
     start = time.perf_counter()
     folder = Path(out) / f"{split.protocol}-split{split.index}-seed{train.seed}"
@@ -164,7 +219,8 @@ def run_online(
     if np.isnan(y).all() or np.nansum(y) == 0:
         raise DataError("the training stays have no positive hour: nothing to learn")
     pos_weight = float((y == 0).sum() / max(1, (y == 1).sum())) if train.pos_weight else 1.0
-    model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), model_overrides)
+    overrides = {**ONLINE_MODEL_DEFAULTS, **model_overrides}
+    model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), overrides)
     if not isinstance(model, HyMaTE):
         raise DataError(f"the online task needs a model with an hourly forward (hymate, mamba); got {model_name}")
     module = HourlyOutcomeModule(model, train, pos_weight)
