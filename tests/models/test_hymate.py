@@ -119,7 +119,8 @@ def test_never_observed_variables_get_the_learned_token():
     batch = make_batch([4], seed=4)
     batch.variables[0, :4] = torch.tensor([1, 1, 2, 1])
     h = torch.randn(1, 4, 16)
-    tokens, observed = m._channel_tokens(h, batch.variables, batch.mask)
+    tokens, observed, within = m._channel_tokens(h, batch.variables, batch.mask)
+    assert torch.allclose(within[0, :4].sum(), torch.tensor(2.0))  # variables 1 and 2: 1 each
     assert observed[0].tolist() == [True, True] + [False] * (V - 2)
     for v in range(2, V):
         assert torch.allclose(tokens[0, v], m.never_observed + m.channel_embedding[v])
@@ -210,3 +211,16 @@ def test_channel_stats_option_reaches_the_prediction_and_stays_padding_invariant
     assert not torch.allclose(m(shifted).logits[0], together.logits[0], atol=1e-4)
     with pytest.raises(ValueError, match="channel_stats"):
         m.forward_hourly(batch, torch.tensor([[2, 5], [10, 40]]))
+
+
+def test_channel_event_weights_split_each_variables_importance_over_its_events():
+    m = model()
+    batch = make_batch([7, 12], seed=5, width=14)
+    out = m(batch)
+    w = out.channel_event_weights
+    assert w.shape == batch.mask.shape and (w[~batch.mask] == 0).all() and (w >= 0).all()
+    for b in range(2):
+        for v in range(V):
+            events = batch.mask[b] & (batch.variables[b] == v + 1)
+            want = out.channel_importance[b, v] if events.any() else torch.tensor(0.0)
+            assert torch.allclose(w[b][events].sum(), want, atol=1e-6)

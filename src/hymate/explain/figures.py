@@ -35,12 +35,15 @@ def importance_bars(rankings: dict[str, list[tuple[str, float]]], title: str) ->
 
 def stay_timeline(events: pl.DataFrame, order: list[str], title: str) -> bytes:
     """Each observation of the stay's variables (rows, in `order`, most important first) over
-    time; marker area and colour show the model's attention weight on that event."""
+    time; marker area and colour show the event's weight: its share of the channel pooling (the
+    variable's importance times the event's weight within the variable) where the model has one,
+    else its attention weight over events."""
     rows = {name: i for i, name in enumerate(order)}
     shown = events.filter(pl.col("variable").is_in(order))
     y = np.array([rows[v] for v in shown.get_column("variable").to_list()])
     hours = shown.get_column("hour").to_numpy()
-    weights = shown.get_column("weight").fill_null(0.0).to_numpy()
+    column = "channel_weight" if "channel_weight" in shown.columns and shown["channel_weight"].null_count() < shown.height else "weight"
+    weights = shown.get_column(column).fill_null(0.0).to_numpy()
     fig, ax = plt.subplots(figsize=(9, 0.34 * len(order) + 1.6))
     if weights.max(initial=0.0) > 0:
         size = 12 + 260 * weights / weights.max()

@@ -123,19 +123,24 @@ def stay_events(
 ) -> pl.DataFrame:
     """The events the model read for one stay (after the event cap), in its reading order, with
     hours since admission, the value (clipped to the training range, as the model saw it) and
-    the model's attention weight over events (null when the model does not pool over events)."""
+    the model's attention weight over events (null when the model does not pool over events),
+    and the event's share of the channel pooling: its variable's importance times its weight
+    within that variable (null without channel attention)."""
     item = dataset[index]
     out = model(collate([item]))
     var = item["variables"] - 1
     mean, std = np.asarray(normalizer.value_mean)[var], np.asarray(normalizer.value_std)[var]
     weights = out.event_weights[0].float().numpy() if out.event_weights is not None else np.full(len(var), np.nan)
+    through_channels = out.channel_event_weights
+    channel_weights = through_channels[0].float().numpy() if through_channels is not None else np.full(len(var), np.nan)
     return pl.DataFrame({
         "hour": (item["times"].astype(np.float64) + 1.0) / 2.0 * normalizer.window_hours,
         "variable": [normalizer.variables[v] for v in var],
         "value": item["values"] * std + mean,
         "z": item["values"],
         "weight": weights,
-    }).with_columns(pl.col("weight").fill_nan(None))  # fmt: skip
+        "channel_weight": channel_weights,
+    }).with_columns(pl.col("weight").fill_nan(None), pl.col("channel_weight").fill_nan(None))  # fmt: skip
 
 
 def top_variables(

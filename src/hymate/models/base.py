@@ -15,3 +15,4 @@ class ModelOutput:
     channel_attention: list[Tensor] = field(default_factory=list)  # per layer [B, heads, V, V]
     event_weights: Tensor | None = None  # [B, L] weights over events (0 at padding)
     observed: Tensor | None = None  # [B, V] bool, variable observed at least once
+    channel_event_weights: Tensor | None = None  # [B, L] variable importance x event's weight within its variable

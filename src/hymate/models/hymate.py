@@ -192,15 +192,18 @@ class HyMaTE(nn.Module):
         mask = batch.mask
         h = self.encode(batch)
 
-        parts, attention, importance, observed = [], [], None, None
+        parts, attention, importance, observed, channel_event_weights = [], [], None, None, None
         if self.config.channel_attention:
-            tokens, observed = self._channel_tokens(h, batch.variables, mask, batch.values, batch.times)
+            tokens, observed, within = self._channel_tokens(h, batch.variables, mask, batch.values, batch.times)
             for layer in self.channel_layers:
                 tokens, attn = layer(tokens)
                 attention.append(attn)
             tokens = self.channel_norm(tokens)
             pooled, importance = self.channel_fusion(tokens, torch.ones_like(observed))
             parts.append(pooled)
+            # The share of the channel pooling that reaches each event: its variable's importance
+            # times its weight within that variable (sums to the importance of observed variables).
+            channel_event_weights = within * importance.gather(1, (batch.variables - 1).clamp(min=0))
         event_weights = None
         if self.sequence_fusion is not None:
             seq, event_weights = self.sequence_fusion(h, mask)
@@ -214,7 +217,7 @@ class HyMaTE(nn.Module):
                 query_times = last_event_time(batch.times, batch.lengths.unsqueeze(1))[:, 0]
             parts.append(self.query_embedding(query_times.to(h.dtype)))
         logits = self.head(torch.cat(parts, dim=-1))
-        return HyMaTEOutput(logits, importance, attention, event_weights, observed)
+        return HyMaTEOutput(logits, importance, attention, event_weights, observed, channel_event_weights)
 
     def encode(self, batch: EventBatch) -> Tensor:
         """Steps 1-2: the contextual embedding of every event, [B, L, d] (0 at padding). Causal."""
@@ -299,8 +302,10 @@ class HyMaTE(nn.Module):
 
     def _channel_tokens(
         self, h: Tensor, variables: Tensor, mask: Tensor, values: Tensor | None = None, times: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Attention-pool each variable's events into one token per variable: [B, V, d]."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Attention-pool each variable's events into one token per variable: [B, V, d]. Also
+        returns which variables were observed [B, V] and each event's weight within its own
+        variable's pooling [B, L] (summing to 1 over a variable's events; 0 at padding)."""
         B, L, d = h.shape
         V = self.config.n_variables
         channel = (variables - 1).clamp(min=0)  # [B, L] in 0..V-1 (padding masked below)
@@ -321,7 +326,8 @@ class HyMaTE(nn.Module):
         if self.stats_embedding is not None:
             pooled = pooled + self.stats_embedding(channel_stats(values, times, channel, mask, V))
         tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, V, d))
-        return tokens + self.channel_embedding, observed
+        within = weights / totals.gather(1, channel).clamp(min=1e-12)
+        return tokens + self.channel_embedding, observed, within
 
 
 N_CHANNEL_STATS = 7
