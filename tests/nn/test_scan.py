@@ -251,3 +251,11 @@ def test_cpp_output_cache_reuses_blocks_without_mixing_results(cpp_extension):
     torch.testing.assert_close(out, held_out, rtol=0, atol=0)
     scan_cpu.clear_cache()
     assert scan_cpu.cache_info()[0] == 0
+
+
+def test_build_name_follows_the_source_content_not_its_path():
+    code = scan_cpu._SOURCE.read_bytes()
+    assert scan_cpu.build_name(code) == scan_cpu.build_name(bytes(code))
+    assert scan_cpu.build_name(code) != scan_cpu.build_name(code + b"\\n// changed")
+    name, staged = scan_cpu._staged_source()
+    assert staged.read_bytes() == code and staged.parent.name == name

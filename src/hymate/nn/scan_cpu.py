@@ -17,6 +17,7 @@ frees them.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -43,6 +44,29 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:8]
 
 
+def build_name(code: bytes) -> str:
+    """The build's name: CPU features and the source's content, never its path, so every
+    checkout or virtual environment with the same source shares one build, and a changed source
+    gets a new one instead of overwriting a library other processes have loaded."""
+    return f"hymate_selective_scan_{_cpu_tag()}_{hashlib.sha1(code).hexdigest()[:10]}"
+
+
+def _staged_source() -> tuple[str, Path]:
+    """Copy the source into its build folder (content-addressed), so the build never depends on
+    where this checkout lives (ninja rebuilds when a source path changes)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    code = _SOURCE.read_bytes()
+    name = build_name(code)
+    folder = Path(_get_build_directory(name, verbose=False))
+    staged = folder / _SOURCE.name
+    if not staged.exists() or staged.read_bytes() != code:
+        partial = staged.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(code)
+        partial.replace(staged)  # atomic: concurrent first builds see a whole file
+    return name, staged
+
+
 def load_extension() -> ModuleType | None:
     """The compiled extension, building it on the first call; None if the build failed."""
     global _ext, _error
@@ -51,11 +75,13 @@ def load_extension() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
+        name, source = _staged_source()
         _ext = load(
-            name=f"hymate_selective_scan_{_cpu_tag()}",
-            sources=[str(_SOURCE)],
+            name=name,
+            sources=[str(source)],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
+            build_directory=str(source.parent),
         )
     except Exception as exc:  # any build or load failure means: use the fallback
         last_line = (str(exc).strip().splitlines() or [""])[-1]  # build logs can be long
