@@ -22,6 +22,7 @@ from rich.table import Table
 from hymate.cli import parse_int_list
 
 RESULTS = Path(__file__).parent / "results" / "p12_hymate.json"
+DEFAULT_OUT = Path("runs/benchmark/hymate")
 KEYS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")
 PEERS = {  # AUROC / AUPRC (AP) in %, Raindrop protocol, from the peer table in HYMATE.md
     "Transformer": (83.3, 47.9), "GRU-D": (81.9, 46.1), "mTAND": (84.2, 48.2), "Raindrop": (82.8, 44.0),
@@ -50,11 +51,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--protocols", default="strats,splits5")
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmark/hymate"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("extra", nargs="*", help="extra `hymate train` options, after --")
     args = parser.parse_args()
     console = Console()
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    # The committed results are the default benchmark's; a run into another folder (a smoke run,
+    # other settings) keeps its results beside its runs instead of overwriting them.
+    path = RESULTS if args.out == DEFAULT_OUT else args.out / RESULTS.name
+    results = json.loads(path.read_text()) if path.exists() else {}
 
     for protocol in args.protocols.split(","):
         jobs = [(s, 0) for s in parse_int_list(args.seeds)] if protocol == "strats" else [(0, k) for k in range(5)]
@@ -77,8 +81,8 @@ def main() -> None:
             peers.add_row("HyMaTE (hymate)", f"{a.mean():.1f} ± {a.std(ddof=1):.1f}", f"{p.mean():.1f} ± {p.std(ddof=1):.1f}")
             console.print(peers)
         results[protocol] = [{k: r[k] for k in ("protocol", "seed", "split", *KEYS, "wall_s", "peak_mb")} for r in rows]
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
