@@ -15,14 +15,13 @@ import os
 import platform
 import resource
 import statistics
-import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from hymate.data.store import data_dir, load_dataset
+from hymate.data.store import data_dir
+from prepare import time_preparation  # benchmarks/ is on sys.path when a script here runs
 
 RESULTS = Path(__file__).parent / "results" / "prepare_p19.json"
 TARGETS = {"prepare_s": 60.0, "load_s": 5.0}
@@ -35,18 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     root = data_dir(args.data_dir)
 
-    prepare_s, load_s = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            cache = Path(tmp) / f"cache{rep}"
-            start = time.perf_counter()
-            data = load_dataset("physionet2019", root, cache, progress=False)
-            prepare_s.append(time.perf_counter() - start)
-        for _ in range(args.reps * 2):
-            start = time.perf_counter()
-            cached = load_dataset("physionet2019", root, cache, progress=False)
-            load_s.append(time.perf_counter() - start)
-        cache_mb = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**20
+    data, cached, prepare_s, load_s, cache_mb = time_preparation("physionet2019", root, args.reps)
     assert cached.events.height == data.events.height and cached.labels.height == data.labels.height
 
     result = {

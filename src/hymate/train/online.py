@@ -28,8 +28,6 @@ import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -45,8 +43,8 @@ from hymate.models.registry import build_model
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.checkpoint import save_checkpoint
-from hymate.train.module import BinaryOutcomeModule, EMAWeights, TrainConfig
-from hymate.train.run import peak_rss_mb
+from hymate.train.module import BinaryOutcomeModule, TrainConfig
+from hymate.train.run import fit_and_select, peak_rss_mb
 
 ONLINE_MODEL_DEFAULTS = {"query_time": True}  # the online task's model options, under any overrides given
 
@@ -225,27 +223,12 @@ def run_online(
         raise DataError(f"the online task needs a model with an hourly forward (hymate, mamba); got {model_name}")
     module = HourlyOutcomeModule(model, train, pos_weight)
 
-    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
-    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best]
-    if train.ema_decay:
-        callbacks.append(EMAWeights(train.ema_decay))
-    trainer = L.Trainer(
-        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
-        callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=progress,
-        enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
-        limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
-    )  # fmt: skip
-    last = folder / "lightning" / "last.ckpt"
-    fit_start = time.perf_counter()
-    trainer.fit(
+    fit = fit_and_select(
         module,
         make_hourly_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
         make_hourly_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
-        ckpt_path=last if resume and last.exists() else None,
-    )
-    train_s = time.perf_counter() - fit_start
-    if best.best_model_path:
-        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+        train, folder, progress, resume, accelerator="cpu",
+    )  # fmt: skip
     model = module.model.cpu().eval()
 
     val = predict_hourly(model, datasets["val"], progress=progress)
@@ -256,13 +239,13 @@ def run_online(
     score_s = time.perf_counter() - score_start
     test = test.with_columns(probability=pl.Series(sigmoid(test["logit"].to_numpy())))
     metrics = online_metrics(test, threshold)
-    epochs = trainer.current_epoch
+    epochs, train_s = fit.epochs, fit.train_s
     row = {
         "task": "sepsis-online", "model": model_name, "setting": split.protocol, "split": split.index, "seed": train.seed,
         **metrics, "threshold": threshold, "val_utility": val_utility.normalized,
         "train_stays": len(split.train), "val_stays": len(split.val), "test_stays": len(split.test),
         "epochs": epochs, "train_s": round(train_s, 1), "epoch_s": round(train_s / max(1, epochs), 1),
-        "score_s": round(score_s, 2), "wall_s": round(time.perf_counter() - start, 1), "peak_mb": round(peak_rss_mb(), 1),
+        "score_s": round(score_s, 2), "wall_s": round(time.perf_counter() - start + fit.earlier_s, 1), "peak_mb": round(peak_rss_mb(), 1),
         "params": sum(p.numel() for p in model.parameters()),
     }  # fmt: skip
     meta = {"task": task.name, "split": split.name, "split_sha256": split.sha256, "train": train.to_dict(),

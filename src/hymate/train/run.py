@@ -16,7 +16,7 @@ import csv
 import json
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -82,6 +82,63 @@ def run_one(
     model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), model_overrides)
     module = BinaryOutcomeModule(model, train, pos_weight)
 
+    fit = fit_and_select(
+        module,
+        make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
+        make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
+        train, folder, progress, resume,
+    )  # fmt: skip
+    model = module.model.cpu().eval()
+
+    val_logits = predict_logits(model, datasets["val"])
+    a, b = fit_platt(val_logits, datasets["val"].labels)
+    test = datasets["test"]
+    probs = apply_platt(predict_logits(model, test), a, b)
+    metrics = binary_metrics(test.labels, probs)
+    ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
+    val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
+    wall = time.perf_counter() - start + fit.earlier_s  # + the training time of earlier processes
+    history = _history(folder)
+    row = {
+        "model": model_name, "protocol": split.protocol, "seed": train.seed, "split": split.index,
+        **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
+        "epochs": fit.epochs, "best_epoch": _best_epoch(history), "train_s": round(fit.train_s, 1),
+        "epoch_s": round(fit.train_s / max(1, fit.epochs), 1),
+        "params": sum(p.numel() for p in model.parameters()), "resumed": fit.resumed,
+    }  # fmt: skip
+    meta = {
+        "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
+        "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
+    }  # fmt: skip
+    save_checkpoint(folder / "checkpoint", model, normalizer, meta)
+    write_report(
+        folder / "report", f"{model_name} on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
+        metrics, ci, {"row": row, **meta}, history,
+    )  # fmt: skip
+    return row
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    train_s: float  # all epochs, also those of an interrupted earlier process
+    earlier_s: float  # the part of train_s spent by earlier processes
+    resumed: bool
+
+
+def fit_and_select(
+    module: L.LightningModule,
+    train_loader,
+    val_loader,
+    train: TrainConfig,
+    folder: Path,
+    progress: bool,
+    resume: bool,
+    accelerator: str = "auto",
+) -> FitResult:
+    """Fit with early stopping on val/score (resuming from last.ckpt), then load the best
+    checkpoint into `module`. One place for what every training run shares: checkpoints, EMA,
+    the training clock and the training curves kept across a resume."""
     best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
     clock = TrainingClock()
     callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
@@ -89,7 +146,7 @@ def run_one(
         callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
     trainer = L.Trainer(
         max_epochs=train.max_epochs,
-        accelerator="auto",
+        accelerator=accelerator,
         devices=1,
         gradient_clip_val=train.grad_clip,
         callbacks=callbacks,
@@ -104,46 +161,13 @@ def run_one(
     last = folder / "lightning" / "last.ckpt"
     resumed = resume and last.exists()
     earlier = _read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
-    trainer.fit(
-        module,
-        make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
-        make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
-        ckpt_path=last if resumed else None,
-    )
-    train_s = clock.elapsed_s  # all epochs, also those of an interrupted earlier process
+    trainer.fit(module, train_loader, val_loader, ckpt_path=last if resumed else None)
     if earlier:
         _prepend_history(folder, earlier)
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    model = module.model.cpu().eval()
-
-    val_logits = predict_logits(model, datasets["val"])
-    a, b = fit_platt(val_logits, datasets["val"].labels)
-    test = datasets["test"]
-    probs = apply_platt(predict_logits(model, test), a, b)
-    metrics = binary_metrics(test.labels, probs)
-    ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
-    val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
-    wall = time.perf_counter() - start + clock.previous_s  # + the training time of earlier processes
-    history = _history(folder)
-    row = {
-        "model": model_name, "protocol": split.protocol, "seed": train.seed, "split": split.index,
-        **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
-        "epochs": trainer.current_epoch, "best_epoch": _best_epoch(history), "train_s": round(train_s, 1),
-        "epoch_s": round(train_s / max(1, trainer.current_epoch), 1),
-        "params": sum(p.numel() for p in model.parameters()), "resumed": resumed,
-    }  # fmt: skip
-    meta = {
-        "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
-        "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
-    }  # fmt: skip
-    save_checkpoint(folder / "checkpoint", model, normalizer, meta)
-    write_report(
-        folder / "report", f"{model_name} on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
-        metrics, ci, {"row": row, **meta}, history,
-    )  # fmt: skip
-    return row
+    return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
 
 
 def run_experiment(
