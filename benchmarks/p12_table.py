@@ -22,7 +22,7 @@ from hymate.evaluate.compare import read_row, run_folder
 RESULTS = Path(__file__).parent / "results"
 MODELS = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg"
 KEYS = ("model", "protocol", "seed", "split", "auroc", "ap", "auprc_trapz", "min_re_pr", "brier", "ece",
-        "params", "epochs", "epoch_s", "wall_s", "peak_mb")  # fmt: skip
+        "params", "epochs", "epoch_s", "wall_s", "threads", "peak_mb")  # fmt: skip
 
 
 def main() -> None:

@@ -37,6 +37,14 @@ def test_summary_is_mean_and_sample_sd_per_model_in_the_requested_order():
     assert lines[1]["peak_mb"] == 502.0 and lines[0]["params"] == 2000
 
 
+def test_thread_counts_are_listed_and_unknown_ones_marked():
+    rows = fake_rows()
+    for r in rows:
+        r["threads"] = 1 if r["model"] == "hymate" and r["seed"] else (2 if r["model"] == "hymate" else None)
+    lines = summarise(rows, ["hymate", "strats"])
+    assert lines[0]["threads"] == "1/2" and lines[1]["threads"] == "?"
+
+
 def test_write_comparison_writes_markdown_csv_and_chart(tmp_path):
     rows = fake_rows()
     write_comparison(rows, ["hymate", "strats"], tmp_path, "test table")

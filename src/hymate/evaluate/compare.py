@@ -58,12 +58,14 @@ def summarise(rows: list[dict], models: list[str]) -> list[dict]:
         wall_s = [r["wall_s"] for r in runs if r.get("wall_s") is not None]
         line["wall_s"] = float(np.mean(wall_s)) if wall_s else None
         line["peak_mb"] = float(max(r["peak_mb"] for r in runs))
+        # Runs made before rows recorded their thread count show "?" for it.
+        line["threads"] = "/".join(sorted({str(r.get("threads") or "?") for r in runs}))
         lines.append(line)
     return lines
 
 
 def markdown(lines: list[dict], title: str) -> str:
-    head = ["model", "runs", *(f"{HEADERS[k]}" for k in TABLE_METRICS), "params", "s / epoch", "s / run", "peak MB"]
+    head = ["model", "runs", *(f"{HEADERS[k]}" for k in TABLE_METRICS), "params", "s / epoch", "s / run", "threads", "peak MB"]
     out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
         cells = [line["model"], str(line["runs"])]
@@ -72,6 +74,7 @@ def markdown(lines: list[dict], title: str) -> str:
             f"{line['params']:,}" if line["params"] is not None else "-",
             f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
             f"{line['wall_s']:.0f}" if line["wall_s"] is not None else "-",
+            line["threads"],
             f"{line['peak_mb']:.0f}",
         ]
         out.append("| " + " | ".join(cells) + " |")
@@ -106,7 +109,7 @@ def write_comparison(rows: list[dict], models: list[str], folder: Path, title: s
     lines = summarise(rows, models)
     (folder / "table.md").write_text(markdown(lines, title))
     pl.DataFrame(lines).write_csv(folder / "table.csv")
-    keep = ("model", "protocol", "seed", "split", *TABLE_METRICS, "brier", "params", "epochs", "epoch_s", "wall_s", "peak_mb")
+    keep = ("model", "protocol", "seed", "split", *TABLE_METRICS, "brier", "params", "epochs", "epoch_s", "wall_s", "threads", "peak_mb")
     pl.DataFrame([{k: r.get(k) for k in keep} for r in rows], infer_schema_length=None).write_csv(folder / "runs.csv")
     bar_chart(lines, folder / "table.png", title)
     return lines

@@ -216,6 +216,7 @@ def run_tabular(
         **{k: metrics[k] for k in METRICS},
         "wall_s": round(time.perf_counter() - start, 1), "peak_mb": round(peak_rss_mb(), 1),
         "epochs": None, "best_epoch": None, "params": n_params, "train_s": round(train_s, 2),
+        "threads": num_threads if model_name == "lightgbm" else 1,  # logreg: one BLAS thread (see fit_logreg)
     }  # fmt: skip
     meta = {
         "task": task.name, "split": split.name, "split_sha256": split.sha256,

@@ -105,6 +105,7 @@ def run_one(
         "epochs": fit.epochs, "best_epoch": _best_epoch(history), "train_s": round(fit.train_s, 1),
         "epoch_s": round(fit.train_s / max(1, fit.epochs), 1),
         "params": sum(p.numel() for p in model.parameters()), "resumed": fit.resumed,
+        "threads": torch.get_num_threads(),  # the time columns mean little without it
     }  # fmt: skip
     meta = {
         "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
