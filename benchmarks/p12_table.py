@@ -52,8 +52,8 @@ def main() -> None:
         results.setdefault("missing", {})[protocol] = missing
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=1) + "\n")
-        shutil.copy(args.out / protocol / "table.md", RESULTS / f"p12_table_{protocol}.md")
-        shutil.copy(args.out / protocol / "table.png", RESULTS / f"p12_table_{protocol}.png")
+        shutil.copy(args.out / "tables" / protocol / "table.md", RESULTS / f"p12_table_{protocol}.md")
+        shutil.copy(args.out / "tables" / protocol / "table.png", RESULTS / f"p12_table_{protocol}.png")
 
 
 if __name__ == "__main__":

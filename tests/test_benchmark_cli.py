@@ -22,9 +22,9 @@ def test_benchmark_runs_the_grid_resumes_and_writes_the_table(p12, real_data, re
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "2 runs, 0 already finished" in first.output
-    table = (out / "strats" / "table.md").read_text()
+    table = (out / "tables" / "strats" / "table.md").read_text()
     assert "| mamba | 1 |" in table and "| logreg | 1 |" in table
-    assert (out / "strats" / "table.png").exists() and (out / "strats" / "runs.csv").exists()
+    assert (out / "tables" / "strats" / "table.png").exists() and (out / "tables" / "strats" / "runs.csv").exists()
     report = out / "mamba" / "strats-split0-seed0" / "report" / "metrics.json"
     stamp = report.stat().st_mtime_ns
 
@@ -39,7 +39,7 @@ def test_benchmark_runs_the_grid_resumes_and_writes_the_table(p12, real_data, re
     assert collected.exit_code == 0, collected.output
     assert "1 of 3 runs not finished" in collected.output and "grud split 0 seed 0" in collected.output
     assert not (out / "grud").exists()
-    table = (out / "strats" / "table.md").read_text()
+    table = (out / "tables" / "strats" / "table.md").read_text()
     assert "| mamba | 1 |" in table and "grud" not in table
 
 

@@ -255,7 +255,7 @@ def benchmark(
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg",
     seeds: Annotated[str | None, typer.Option(help="Seeds (default: 0-4 for strats, 0 for splits5).")] = None,
     splits: Annotated[str | None, typer.Option(help="Split indices (default: all of the protocol).")] = None,
-    out: Annotated[Path, typer.Option(help="Benchmark folder: one subfolder per model, the tables at the top.")] = Path("runs/benchmark"),
+    out: Annotated[Path, typer.Option(help="Benchmark folder: one subfolder per model, the tables in tables/<protocol>.")] = Path("runs/benchmark"),
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs of the neural models (default: train's).")] = None,
     train_stays: Annotated[int | None, typer.Option(help="Random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
@@ -314,7 +314,9 @@ def benchmark(
                       f"(see its runs column): {', '.join(f'{m} split {k} seed {s}' for m, k, s in missing)}[/yellow]")  # fmt: skip
     if not rows:
         raise HymateError(f"no finished runs in {out} for this grid")
-    lines = write_comparison(rows, names, out / protocol, f"{dataset}, {protocol} protocol (test)")
+    # Tables in out/tables/<protocol>: out/<protocol> would share a folder with the STraTS model ("strats").
+    tables = out / "tables" / protocol
+    lines = write_comparison(rows, names, tables, f"{dataset}, {protocol} protocol (test)")
     table = Table("model", "runs", *(k for k in TABLE_METRICS), "s / epoch", "s / run", "peak MB", title=f"{dataset}, {protocol}")
     for line in lines:
         table.add_row(line["model"], str(line["runs"]), *(f"{line[k]:.4f} ± {line[k + '_sd']:.4f}" for k in TABLE_METRICS),
@@ -322,7 +324,7 @@ def benchmark(
                       f"{line['wall_s']:.0f}" if line["wall_s"] is not None else "-",
                       f"{line['peak_mb']:.0f}")  # fmt: skip
     console.print(table)
-    console.print(f"tables in {out / protocol} (table.md, table.csv, runs.csv, table.png)")
+    console.print(f"tables in {tables} (table.md, table.csv, runs.csv, table.png)")
 
 
 @app.command()
