@@ -1,0 +1,77 @@
+"""What each P12 model costs to train, measured one run at a time on an otherwise idle machine.
+
+    python benchmarks/p12_cost.py [--threads 2] [--epochs 2] [--models ...] [--out runs/cost]
+
+The comparison grid's own time columns are only as clean as the machine was while it ran (two
+lanes side by side, or other jobs: torch slows far more than 2x when its threads are
+oversubscribed). This measures the cost columns again under one condition for every model: the
+strats split, seed 0, `--epochs` epochs of the neural models (seconds per epoch include the
+validation pass; the first epoch's warm-up is averaged in), a full fit of the tabular ones
+(their hyper-parameter grid included), each in its own process via `hymate benchmark`, with
+`--threads` torch threads and nothing else of ours running. The load average before each run is
+recorded: above ~0.5 the machine was not idle and the numbers are upper bounds.
+Writes benchmarks/results/p12_cost.json (rows {"model", "setting", "threads", "epoch_s", "wall_s",
+"peak_mb", "params", "load_before"}) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hymate.evaluate.compare import read_row, run_folder
+
+RESULTS = Path(__file__).parent / "results" / "p12_cost.json"
+MODELS = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg"
+
+
+def measure(model: str, threads: int, epochs: int, out: Path) -> dict:
+    folder = out / f"threads{threads}-epochs{epochs}"
+    row = read_row(run_folder(folder, model, "strats", 0, 0))
+    load = None
+    if row is None:
+        load = os.getloadavg()[0]
+        cmd = [sys.executable, "-m", "hymate.cli", "benchmark", "physionet2012", "--protocol", "strats",
+               "--models", model, "--seeds", "0", "--epochs", str(epochs), "--out", str(folder), "--quiet"]  # fmt: skip
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        row = read_row(run_folder(folder, model, "strats", 0, 0))
+        (run_folder(folder, model, "strats", 0, 0) / "load_before.json").write_text(json.dumps({"load_1min": load}))
+    else:  # a finished measurement: reuse it with the load recorded when it ran
+        saved = run_folder(folder, model, "strats", 0, 0) / "load_before.json"
+        load = json.loads(saved.read_text())["load_1min"] if saved.exists() else None
+    return {"model": model, "setting": folder.name, "threads": row.get("threads"), "epochs": row.get("epochs"), "epoch_s": row.get("epoch_s"),
+            "train_s": row.get("train_s"), "wall_s": row.get("wall_s"), "peak_mb": row.get("peak_mb"),
+            "params": row.get("params"), "load_before": load}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=MODELS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/cost"))
+    args = parser.parse_args()
+    rows = [measure(m, args.threads, args.epochs, args.out) for m in args.models.split(",")]
+    table = Table("model", "params", "s / epoch", "train s", "s / run", "peak MB", "threads", "load before",
+                  title=f"P12 training cost, strats split, one run at a time ({args.epochs} epochs of the neural models)")  # fmt: skip
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for r in rows:
+        table.add_row(r["model"], fmt(r["params"], ","), fmt(r["epoch_s"], ".1f"), fmt(r["train_s"], ".1f"),
+                      fmt(r["wall_s"], ".0f"), fmt(r["peak_mb"], ".0f"), str(r["threads"]), fmt(r["load_before"], ".2f"))  # fmt: skip
+    Console().print(table)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
+    setting = f"threads{args.threads}-epochs{args.epochs}"
+    keep = [r for r in results["rows"] if not (r["model"] in args.models.split(",") and r.get("setting") == setting)]
+    results["rows"] = keep + rows
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
