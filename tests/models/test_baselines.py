@@ -11,7 +11,7 @@ from hymate.data.batching import EventBatch
 from hymate.data.normalize import Normalizer
 from hymate.models.base import ModelOutput
 from hymate.models.grud import GRUD, GRUDConfig, bin_events, bin_index
-from hymate.models.strats import STraTS, STraTSConfig
+from hymate.models.strats import EventAttentionLayer, STraTS, STraTSConfig
 from hymate.train.checkpoint import load_checkpoint, save_checkpoint
 
 V, S = 6, 3
@@ -83,7 +83,7 @@ def test_config_defaults():
     assert (grud.hidden_size, grud.n_bins, grud.variable_dropout) == (64, 48, 0.0)
     m = STraTS(strats)
     assert len(m.context) == 0 and m.context_norm is None
-    assert all(not layer.norm_first for layer in m.layers)  # post-norm, as in STraTS
+    assert len(m.layers) == 2 and all(isinstance(layer, EventAttentionLayer) for layer in m.layers)
 
 
 def test_strats_without_statics_runs():
@@ -130,6 +130,35 @@ def shuffled(batch: EventBatch, seed: int = 0) -> EventBatch:
     """The same triplets of a one-row, unpadded batch in another order."""
     perm = torch.randperm(batch.times.shape[1], generator=torch.Generator().manual_seed(seed))
     return replace(batch, times=batch.times[:, perm], variables=batch.variables[:, perm], values=batch.values[:, perm])
+
+
+def test_event_attention_layer_equals_torch_transformer_encoder_layer():
+    """The fused-kernel layer is PyTorch's post-norm encoder layer (same weights, no dropout) on
+    every real event of a padded batch."""
+    torch.manual_seed(0)
+    d, heads, lengths = 16, 4, [7, 3, 5]
+    ours = EventAttentionLayer(d, heads, 2 * d, dropout=0.0).eval()
+    ref = torch.nn.TransformerEncoderLayer(d, heads, 2 * d, 0.0, activation="relu", batch_first=True).eval()
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(ours.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(ours.qkv.bias)
+        ref.self_attn.out_proj.weight.copy_(ours.out.weight)
+        ref.self_attn.out_proj.bias.copy_(ours.out.bias)
+        for a, b in (
+            (ref.linear1, ours.ffn[0]),
+            (ref.linear2, ours.ffn[3]),
+            (ref.norm1, ours.norm1),
+            (ref.norm2, ours.norm2),
+        ):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+    x = torch.randn(3, 7, d)
+    keys = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
+    with torch.no_grad():
+        got = ours(x, keys)
+        want = ref(x, src_key_padding_mask=~keys)
+    for b, n in enumerate(lengths):
+        assert torch.allclose(got[b, :n], want[b, :n], atol=1e-5)
 
 
 def test_strats_with_mamba_depends_on_event_order():

@@ -10,6 +10,11 @@ The baseline HyMaTE is compared against, with the same interface (`STraTS(config
    x = LN(x + FFN(x)), FFN width 2d with ReLU), with a key-padding mask. There is no positional
    encoding: order enters only through the time embedding (and through Mamba when present).
    Its cost is O(L^2) in the number of events, the point of the comparison with HyMaTE.
+   Attention runs through PyTorch's fused `scaled_dot_product_attention`, without dropout on the
+   attention weights (dropout stays on both residual branches and inside the FFN): on CPU,
+   attention-weight dropout or `nn.TransformerEncoderLayer`'s inference fast path with a padding
+   mask fall back to the unfused kernel, ~5x slower per training step at 600 events (measured,
+   benchmarks/NOTES.md), and the comparison should be against an efficient STraTS.
 4. Fusion attention pooling over events (the `event_weights` of the output), concatenated with
    a static MLP (Linear + tanh), then dropout and a linear head.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hymate.data.batching import EventBatch
@@ -68,6 +74,31 @@ def observed_variables(variables: Tensor, mask: Tensor, n_variables: int) -> Ten
     return counts[:, 1:] > 0
 
 
+class EventAttentionLayer(nn.Module):
+    """Post-norm transformer encoder layer (the layout of `nn.TransformerEncoderLayer` with
+    `norm_first=False`, ReLU) on the fused attention kernel; `keys` [B, L] marks readable keys."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ffn: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, d_ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(d_ffn, d_model))
+        self.norm2 = nn.LayerNorm(d_model)
+        self.drop1 = nn.Dropout(dropout)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :])
+        x = self.norm1(x + self.drop1(self.out(a.transpose(1, 2).reshape(B, L, d))))
+        return self.norm2(x + self.drop2(self.ffn(x)))
+
+
 class STraTS(nn.Module):
     def __init__(self, config: STraTSConfig) -> None:
         super().__init__()
@@ -82,16 +113,7 @@ class STraTS(nn.Module):
         self.context_norm = RMSNorm(d) if config.n_mamba_layers > 0 else None
 
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                d,
-                config.n_heads,
-                config.ffn_mult * d,
-                config.dropout,
-                activation="relu",
-                batch_first=True,
-                norm_first=False,
-            )  # fmt: skip
-            for _ in range(config.n_layers)
+            EventAttentionLayer(d, config.n_heads, config.ffn_mult * d, config.dropout) for _ in range(config.n_layers)
         )
         self.fusion = AttentionPool(d)
         self.static_mlp = nn.Sequential(nn.Linear(config.n_statics, d), nn.Tanh()) if config.n_statics else None
@@ -107,9 +129,8 @@ class STraTS(nn.Module):
             h = layer(h, mask)
         if self.context_norm is not None:
             h = self.context_norm(h) * keep
-        padding = ~mask  # key_padding_mask: True = ignore this key
-        for layer in self.layers:
-            h = layer(h, src_key_padding_mask=padding)
+        for layer in self.layers:  # every row has >= 1 event (batching rejects empty stays)
+            h = layer(h, mask)
         h = h * keep  # padded rows are never read, but keep them finite and zero
 
         parts = []
