@@ -1,16 +1,19 @@
 """Efficiency study: training-step time and peak memory of HyMaTE vs STraTS as stays grow.
 
     python benchmarks/scaling.py [--events 512,1024,2048,4096,8192,16384] [--batch 1] [--reps 3]
+                                 [--models hymate,hymate-recompute,strats]
 
 Long stays are built from real PhysioNet 2012 stays: the normalised events of consecutive
 training stays are concatenated (each stay's clock shifted to follow the previous one, then the
 whole clock rescaled to [-1, 1]) until the target length is reached, so values, variables and
 gaps are real. Both models have the same width (d_model 64) and depth (2 sequence layers: Mamba
-blocks for HyMaTE, transformer layers over events for STraTS). A step is forward + backward +
+blocks for HyMaTE, transformer layers over events for STraTS on PyTorch's fused attention kernel;
+`hymate-recompute` is HyMaTE recomputing its Mamba blocks in the backward pass, the option for
+long stays when memory is short). A step is forward + backward +
 AdamW update on one batch. Each (model, length) runs in its own process so peak memory (max RSS
 growth over the process's RSS before the first step, warm-up included) is its own.
 Prints a table, fits log-log scaling exponents, and writes benchmarks/results/scaling.json and
-benchmarks/results/scaling.png.
+benchmarks/results/scaling.png; `--models` measures some models again and keeps the others' rows.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-MODELS = {"hymate": {"n_mamba_layers": 2}, "strats": {"n_layers": 2}}
+# name -> (registry variant, overrides): same width (set in `measure`) and depth for every model
+MODELS = {
+    "hymate": ("hymate", {"n_mamba_layers": 2}),
+    "hymate-recompute": ("hymate", {"n_mamba_layers": 2, "recompute_context": True}),
+    "strats": ("strats", {"n_layers": 2}),
+}
 
 
 def rss_mb() -> float:
@@ -90,7 +98,8 @@ def measure(model_name: str, n_events: int, batch: int, reps: int) -> dict:
 
     data, n_variables, n_statics, torch = long_batch(n_events, batch)
     torch.manual_seed(0)
-    model = build_model(model_name, n_variables, n_statics, {"d_model": 64, **MODELS[model_name]})
+    variant, overrides = MODELS[model_name]
+    model = build_model(variant, n_variables, n_statics, {"d_model": 64, **overrides})
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     labels = data.labels
@@ -145,6 +154,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, key, label in zip(axes, ("step_ms", "peak_mb"), ("training step (ms)", "peak memory growth (MB)"), strict=True):
         for model in MODELS:
+            if not any(r["model"] == model for r in rows):
+                continue
             pts = sorted((r["events"], r[key]) for r in rows if r["model"] == model and r[key] is not None)
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=model, base=2)
         ax.set_xlabel("events per stay")
@@ -161,6 +172,7 @@ def main() -> None:
     parser.add_argument("--events", default="512,1024,2048,4096,8192,16384")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS), help="measure these; rows of the others are kept")
     parser.add_argument("--memory-limit-gb", type=float, default=16.0,
                         help="address-space limit of each measuring process: past it a step fails cleanly and "
                         "is reported as out of memory, instead of the OOM killer picking a process")  # fmt: skip
@@ -177,9 +189,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rows = []
+    chosen = args.models.split(",")
+    if unknown := [m for m in chosen if m not in MODELS]:
+        raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    path = RESULTS / "scaling.json"
+    rows = [r for r in json.loads(path.read_text())["details"] if r["model"] not in chosen] if path.exists() else []
     for n in (int(x) for x in args.events.split(",")):
-        for model in MODELS:
+        for model in chosen:
             cmd = [sys.executable, __file__, "--one", model, str(n), "--batch", str(args.batch), "--reps", str(args.reps),
                    "--memory-limit-gb", str(args.memory_limit_gb)]  # fmt: skip
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -188,17 +204,24 @@ def main() -> None:
                 raise SystemExit(f"{model} at {n} events failed")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
-            print(f"{model:7s} {n:6d} events: " + (f"{r['step_ms']:10.1f} ms, {r['peak_mb']:8.1f} MB" if r["step_ms"]
+            print(f"{model:16s} {n:6d} events: " + (f"{r['step_ms']:10.1f} ms, {r['peak_mb']:8.1f} MB" if r["step_ms"]
                   else f"out of memory (> {args.memory_limit_gb:g} GB address space)"), flush=True)  # fmt: skip
 
-    exps = {m: {k: fit_exponent(rows, m, k, 1024) for k in ("step_ms", "peak_mb")} for m in MODELS}
-    table = Table("events", *(f"{m} {c}" for m in MODELS for c in ("step ms", "peak MB")), "STraTS / HyMaTE time",
+    present = [m for m in MODELS if any(r["model"] == m for r in rows)]
+    exps = {m: {k: fit_exponent(rows, m, k, 1024) for k in ("step_ms", "peak_mb")} for m in present}
+    ratios = [("strats", "hymate", "step_ms", "STraTS / HyMaTE time"), ("hymate", "strats", "peak_mb", "HyMaTE / STraTS memory"),
+              ("hymate-recompute", "strats", "peak_mb", "HyMaTE-recompute / STraTS memory")]  # fmt: skip
+    table = Table("events", *(f"{m} {c}" for m in present for c in ("step ms", "peak MB")), *(r[3] for r in ratios),
                   title=f"training step, batch {args.batch}, d_model 64, 2 layers")  # fmt: skip
     for n in sorted({r["events"] for r in rows}):
         by = {r["model"]: r for r in rows if r["events"] == n}
-        cells = [f"{by[m][c]:.1f}" if by[m][c] is not None else "OOM" for m in MODELS for c in ("step_ms", "peak_mb")]
-        ratio = by["strats"]["step_ms"] / by["hymate"]["step_ms"] if by["strats"]["step_ms"] and by["hymate"]["step_ms"] else None
-        table.add_row(str(n), *cells, f"{ratio:.1f}x" if ratio else "-")
+        cell = lambda m, c, by=by: by[m][c] if m in by else None  # noqa: E731
+        cells = [f"{cell(m, c):.1f}" if cell(m, c) is not None else ("OOM" if m in by else "-") for m in present
+                 for c in ("step_ms", "peak_mb")]  # fmt: skip
+        for top, bottom, key, _ in ratios:
+            a, b = cell(top, key), cell(bottom, key)
+            cells.append(f"{a / b:.2f}x" if a and b else "-")
+        table.add_row(str(n), *cells)
     console = Console()
     console.print(table)
     for m, e in exps.items():
@@ -207,7 +230,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot(rows, RESULTS / "scaling.png")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    (RESULTS / "scaling.json").write_text(json.dumps({
+    rows.sort(key=lambda r: (r["events"], list(MODELS).index(r["model"])))
+    path.write_text(json.dumps({
         "rows": [{k: r[k] for k in ("model", "events", "step_ms", "peak_mb")} for r in rows],
         "details": rows, "exponents_from_1024": exps, "batch": args.batch, "machine": machine,
         "memory_limit_gb": args.memory_limit_gb,

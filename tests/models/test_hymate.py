@@ -224,3 +224,31 @@ def test_channel_event_weights_split_each_variables_importance_over_its_events()
             events = batch.mask[b] & (batch.variables[b] == v + 1)
             want = out.channel_importance[b, v] if events.any() else torch.tensor(0.0)
             assert torch.allclose(w[b][events].sum(), want, atol=1e-6)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd keeps for the backward of `fn()`."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        seen[t.data_ptr()] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_recomputing_the_context_gives_the_same_gradients_and_keeps_less():
+    batch = make_batch([40, 25, 33], width=40)
+    plain, recompute = model(dropout=0.0).train(), model(dropout=0.0, recompute_context=True).train()
+    recompute.load_state_dict(plain.state_dict())
+    grads = []
+    for m in (plain, recompute):
+        m(batch).logits.sum().backward()
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for k in grads[0]:
+        assert torch.allclose(grads[0][k], grads[1][k], atol=1e-5), k
+    kept = [saved_bytes(lambda m=m: m(batch).logits) for m in (plain, recompute)]
+    assert kept[1] < 0.6 * kept[0]

@@ -103,3 +103,13 @@ def test_a_resumed_run_reports_the_time_of_all_its_epochs(p12, tmp_path):
     history = pl.read_csv(folder / "logs" / "metrics.csv").filter(pl.col("val/loss").is_not_null())
     assert sorted(history["epoch"].to_list()) == [0, 1, 2, 3]
     assert second["wall_s"] >= second["train_s"]
+
+
+def test_train_cli_recompute_context_option_reaches_the_model(real_data, real_cache, tmp_path):
+    args = ["train", "physionet2012", "--model", "mamba", "--d-model", "16", "--mamba-layers", "1", "--epochs", "1",
+            "--train-stays", "150", "--eval-stays", "150", "--max-events", "128", "--recompute-context",
+            "--out", str(tmp_path), "--data-dir", str(real_data), "--cache-dir", str(real_cache), "-q"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model, _, _ = load_checkpoint(tmp_path / "strats-split0-seed0" / "checkpoint")
+    assert model.config.recompute_context and not model.config.channel_attention

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from hymate.data.batching import EventBatch
 from hymate.models.base import ModelOutput
@@ -54,6 +55,7 @@ class HyMaTEConfig:
     n_heads: int = 4
     dropout: float = 0.2  # on the event embedding, channel layers and head
     context_dropout: float = 0.0  # inside the Mamba residual branches ([B, L, d]: costly on CPU)
+    recompute_context: bool = False  # recompute the Mamba blocks in backward: less memory, more time
     variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
@@ -116,6 +118,15 @@ class ChannelAttentionLayer(nn.Module):
         x = x + self.drop(out)
         x = x + self.drop(self.ffn(self.norm2(x)))
         return x, attn
+
+
+def run_context(layers: nn.ModuleList, h: Tensor, mask: Tensor, recompute: bool) -> Tensor:
+    """The Mamba context layers in turn. With `recompute`, each layer keeps only its input for the
+    backward pass and recomputes its activations there (activation checkpointing): a step holds
+    one layer's activations at a time instead of all of them, for one more forward pass of time."""
+    for layer in layers:
+        h = checkpoint(layer, h, mask, use_reentrant=False) if recompute and torch.is_grad_enabled() else layer(h, mask)
+    return h
 
 
 class ContextLayer(nn.Module):
@@ -224,8 +235,7 @@ class HyMaTE(nn.Module):
         mask = batch.mask
         h = self.variable_embedding(batch.variables) + self.value_embedding(batch.values)
         h = self.embed_drop(h + self.time_embedding(batch.times)) * mask.unsqueeze(-1)
-        for layer in self.context:
-            h = layer(h, mask)
+        h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         return self.context_norm(h) * mask.unsqueeze(-1)
 
     # --- the hourly (online) forward: one logit per prediction hour, causal --------------

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from hymate.data.batching import EventBatch
 from hymate.models.base import ModelOutput
-from hymate.models.hymate import AttentionPool, ContextLayer, ContinuousValueEmbedding, HyMaTEConfig
+from hymate.models.hymate import AttentionPool, ContextLayer, ContinuousValueEmbedding, HyMaTEConfig, run_context
 from hymate.nn.mamba import RMSNorm
 
 
@@ -52,6 +52,7 @@ class STraTSConfig:
     expand: int = 2
     mamba_ffn: bool = False
     context_dropout: float = 0.0
+    recompute_context: bool = False  # see HyMaTEConfig
     n_outputs: int = 1
     scan_backend: str = "auto"
 
@@ -125,8 +126,7 @@ class STraTS(nn.Module):
         keep = mask.unsqueeze(-1)
         h = self.variable_embedding(batch.variables * mask) + self.value_embedding(batch.values)
         h = (h + self.time_embedding(batch.times)) * keep
-        for layer in self.context:
-            h = layer(h, mask)
+        h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         if self.context_norm is not None:
             h = self.context_norm(h) * keep
         for layer in self.layers:  # every row has >= 1 event (batching rejects empty stays)
