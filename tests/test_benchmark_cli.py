@@ -19,7 +19,7 @@ def test_benchmark_runs_the_grid_resumes_and_writes_the_table(p12, real_data, re
         "--epochs", "1", "--train-stays", "300", "--eval-stays", "300", "--out", str(out),
         "--data-dir", str(real_data), "--cache-dir", str(real_cache), "-q",
     ]  # fmt: skip
-    first = runner.invoke(app, args)
+    first = runner.invoke(app, [*args, "--jobs", "2"])  # both runs at once
     assert first.exit_code == 0, first.output
     assert "2 runs, 0 already finished" in first.output
     table = (out / "tables" / "strats" / "table.md").read_text()

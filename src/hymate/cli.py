@@ -263,19 +263,19 @@ def benchmark(
     eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (2 one-thread runs did ~1.6x the work of one 2-thread run on a 2-core CPU).")] = 1,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run a grid of models x splits x seeds (each run in its own process), skipping finished runs,
     and write the comparison table (Markdown, CSV, PNG)."""
-    import os
-    import subprocess
     import sys
 
     from rich.progress import Progress
 
     from hymate.evaluate.compare import TABLE_METRICS, read_row, run_folder, write_comparison
     from hymate.models.registry import ALL_MODELS, TABULAR
+    from hymate.train.grid import GridRun, run_grid
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALL_MODELS]
@@ -296,19 +296,18 @@ def benchmark(
     missing = list(todo)
     if collect_only:
         todo = []
+    runs = []
+    for model, split, seed in todo:
+        cmd = [sys.executable, "-m", "hymate.cli", "train", dataset, "--protocol", protocol, "--model", model,
+               "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet", *passthrough]  # fmt: skip
+        # LightGBM's OpenMP threads spin while they wait; on a shared machine that burns tens of
+        # times the CPU of the fit itself, so tabular runs get passive waiting (set before start).
+        env = {"OMP_WAIT_POLICY": "passive"} if model in TABULAR else {}
+        runs.append(GridRun(f"{model} {protocol} split {split} seed {seed}", cmd, env))
     with Progress(console=console, disable=quiet or not todo) as bar:
         task = bar.add_task("benchmark", total=len(todo))
-        for model, split, seed in todo:
-            bar.update(task, description=f"{model} {protocol} split {split} seed {seed}")
-            cmd = [sys.executable, "-m", "hymate.cli", "train", dataset, "--protocol", protocol, "--model", model,
-                   "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet", *passthrough]  # fmt: skip
-            # LightGBM's OpenMP threads spin while they wait; on a shared machine that burns tens of
-            # times the CPU of the fit itself, so tabular runs get passive waiting (set before start).
-            env = {**os.environ, "OMP_WAIT_POLICY": "passive"} if model in TABULAR else None
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise HymateError(f"run {model} split {split} seed {seed} failed:\n{done.stderr.strip()[-2000:]}")
-            bar.advance(task)
+        run_grid(runs, parallel, on_start=lambda r: bar.update(task, description=r.label),
+                 on_done=lambda r: bar.advance(task))  # fmt: skip
     rows = [read_row(run_folder(out, m, protocol, k, s)) for m, k, s in jobs]
     rows = [r for r in rows if r is not None]
     if collect_only and missing:
