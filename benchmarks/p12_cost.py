@@ -30,6 +30,7 @@ from hymate.evaluate.compare import read_row, run_folder
 
 RESULTS = Path(__file__).parent / "results" / "p12_cost.json"
 MODELS = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg"
+EPOCHS, OUT = 2, Path("runs/cost")
 
 
 def measure(model: str, threads: int, epochs: int, out: Path) -> dict:
@@ -55,8 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("runs/cost"))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     rows = [measure(m, args.threads, args.epochs, args.out) for m in args.models.split(",")]
     table = Table("model", "params", "s / epoch", "train s", "s / run", "peak MB", "threads", "load before",
@@ -66,9 +67,13 @@ def main() -> None:
         table.add_row(r["model"], fmt(r["params"], ","), fmt(r["epoch_s"], ".1f"), fmt(r["train_s"], ".1f"),
                       fmt(r["wall_s"], ".0f"), fmt(r["peak_mb"], ".0f"), str(r["threads"]), fmt(r["load_before"], ".2f"))  # fmt: skip
     Console().print(table)
+    save(rows, args.models.split(","), f"threads{args.threads}-epochs{args.epochs}")
+
+
+def save(rows: list[dict], models: list[str], setting: str) -> None:
+    """Replace these models' rows of this setting in the results file, keep all others."""
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
-    setting = f"threads{args.threads}-epochs{args.epochs}"
-    keep = [r for r in results["rows"] if not (r["model"] in args.models.split(",") and r.get("setting") == setting)]
+    keep = [r for r in results["rows"] if not (r["model"] in models and r.get("setting") == setting)]
     results["rows"] = keep + rows
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 

@@ -5,7 +5,11 @@
 Runs `hymate benchmark` for each protocol (each run in its own process; finished runs, including
 those of benchmarks/p12_hymate.py, which writes into the same folder, are reused), then collects
 every run into benchmarks/results/p12_table.json (rows {"model", "protocol", "seed", "split",
-"auroc", "ap", ...}) and copies the Markdown tables next to it.
+"auroc", "ap", ...}) and copies the Markdown tables next to it. Then measures every model's cost
+one run at a time (benchmarks/p12_cost.py: the grid's own times depend on what ran beside each
+run) and writes benchmarks/results/p12_table.md: both protocols side by side with those costs,
+and whether HyMaTE's mean AUROC beats each baseline's on the strats protocol, by how much.
+With --collect-only nothing is run: the summary uses the finished runs and costs measured so far.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from hymate.evaluate.compare import read_row, run_folder
+
+sys.path.insert(0, str(Path(__file__).parent))
+import p12_cost  # noqa: E402  (a sibling script)
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg"
@@ -31,6 +40,7 @@ def main() -> None:
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (2 on a 2-core CPU: ~1.6x the throughput)")
+    parser.add_argument("--cost-threads", type=int, default=2, help="threads of the one-at-a-time cost runs")
     parser.add_argument("--collect-only", action="store_true", help="run nothing; tabulate the finished runs")
     args = parser.parse_args()
     path = RESULTS / "p12_table.json"
@@ -56,6 +66,62 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=1) + "\n")
         shutil.copy(args.out / "tables" / protocol / "table.md", RESULTS / f"p12_table_{protocol}.md")
         shutil.copy(args.out / "tables" / protocol / "table.png", RESULTS / f"p12_table_{protocol}.png")
+    models = args.models.split(",")
+    if not args.collect_only:
+        costs = [p12_cost.measure(m, args.cost_threads, p12_cost.EPOCHS, p12_cost.OUT) for m in models]
+        p12_cost.save(costs, models, f"threads{args.cost_threads}-epochs{p12_cost.EPOCHS}")
+    cost_path = RESULTS / "p12_cost.json"
+    costs = json.loads(cost_path.read_text())["rows"] if cost_path.exists() else []
+    summary = summary_markdown(results["rows"], costs, models, args.cost_threads)
+    (RESULTS / "p12_table.md").write_text(summary)
+    print(summary)
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 run)"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def summary_markdown(rows: list[dict], costs: list[dict], models: list[str], threads: int) -> str:
+    """Both protocols side by side, the one-at-a-time costs, and HyMaTE against each baseline."""
+    setting = f"threads{threads}-epochs{p12_cost.EPOCHS}"
+    cost = {c["model"]: c for c in costs if c.get("setting") == setting}
+    head = ["model", "strats AUROC", "strats AP", "runs", "splits5 AUROC", "splits5 AP", "runs", "params",
+            "s / epoch", "s / run", "peak MB"]  # fmt: skip
+    out = ["# PhysioNet 2012 in-hospital mortality: every model, both protocols", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    auroc = {}
+    for model in models:
+        cells = [model]
+        for protocol in ("strats", "splits5"):
+            got = [r for r in rows if r["model"] == model and r["protocol"] == protocol]
+            cells += [mean_sd([r["auroc"] for r in got]), mean_sd([r["ap"] for r in got]), str(len(got))]
+            if protocol == "strats" and got:
+                auroc[model] = float(np.mean([r["auroc"] for r in got]))
+        c = cost.get(model, {})
+        params = c.get("params") or next((r["params"] for r in rows if r["model"] == model and r.get("params")), None)
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        cells += [fmt(params, ","), fmt(c.get("epoch_s"), ".1f"), fmt(c.get("wall_s"), ".0f"),
+                  fmt(c.get("peak_mb"), ".0f")]  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", f"Mean ± sample sd over runs (strats: the one split, 5 seeds; splits5: 5 splits, seed 0). Costs: "
+            f"one run at a time on the strats split, {threads} threads, {p12_cost.EPOCHS} epochs of the neural "
+            "models (s / epoch includes validation; s / run is that short run, not a full 15-epoch one; tabular: "
+            "the whole fit with its hyper-parameter grid), from benchmarks/results/p12_cost.json.", ""]  # fmt: skip
+    if "hymate" in auroc:
+        out.append("HyMaTE against each baseline, mean test AUROC on the strats protocol:")
+        out.append("")
+        for model, value in auroc.items():
+            if model != "hymate":
+                diff = auroc["hymate"] - value
+                out.append(f"- {model}: {value:.4f}; HyMaTE {'beats it by' if diff > 0 else 'trails it by'} "
+                           f"{abs(diff) * 100:.2f} AUROC points")  # fmt: skip
+        beaten = all(auroc["hymate"] > v for m, v in auroc.items() if m != "hymate")
+        out += ["", f"HyMaTE beats every baseline: **{'yes' if beaten else 'no'}**."]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
