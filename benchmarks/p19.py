@@ -16,6 +16,7 @@ benchmarks/results/p19.json (rows {"task", "model", "setting", "utility", "auroc
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import time
@@ -121,12 +122,16 @@ def main() -> None:
         console.print(table)
         console.print("Target (issue 6): AUROC >= 90.3 and AP >= 58.3 (MTM, the best published on this protocol).")
 
-    previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     key = lambda r: (r["task"], r["model"], r["setting"], r["split"], r["seed"], r.get("budget"))  # noqa: E731
-    merged = {key(r): r for r in previous} | {key(r): r for r in rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": list(merged.values()), "machine": f"{os.cpu_count()} cores",
-                                   "peers_stay_level": PEERS}, indent=1) + "\n")  # fmt: skip
+    # Two of these may run side by side (e.g. --folds 0,1,2 and --folds 3,4, one thread each): the
+    # read-merge-write of the results file is done under a lock so neither loses the other's rows.
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        previous = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
+        merged = {key(r): r for r in previous} | {key(r): r for r in rows}
+        RESULTS.write_text(json.dumps({"rows": list(merged.values()), "machine": f"{os.cpu_count()} cores",
+                                       "peers_stay_level": PEERS}, indent=1) + "\n")  # fmt: skip
     console.print(f"{len(rows)} runs ({time.perf_counter() - start:.0f} s); results in {RESULTS}")
 
 
