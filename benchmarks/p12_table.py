@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--protocols", default="strats,splits5")
     parser.add_argument("--models", default=MODELS)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (2 on a 2-core CPU: ~1.6x the throughput)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (2 on a 2-core CPU: ~1.4x the throughput)")
     parser.add_argument("--cost-threads", type=int, default=2, help="threads of the one-at-a-time cost runs")
     parser.add_argument("--collect-only", action="store_true", help="run nothing; tabulate the finished runs")
     args = parser.parse_args()

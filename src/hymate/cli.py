@@ -263,7 +263,7 @@ def benchmark(
     eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (2 one-thread runs did ~1.6x the work of one 2-thread run on a 2-core CPU).")] = 1,
+    parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (two 1-thread runs did ~1.4x the work of one 2-thread run on a 2-core CPU).")] = 1,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).")] = False,
     quiet: Quiet = False,
 ) -> None:

@@ -3,8 +3,8 @@
 Each run in its own process keeps its wall time and peak memory its own (and a crash local).
 Several at once pay off on small machines: the models here are too small for torch to use two
 threads well (measured on this project's 2-core machine: one HyMaTE epoch on 1,000 P12 stays
-took 16.3 s with 2 threads and 20.0 s with 1, so two 1-thread runs side by side do ~1.6x the
-work of one 2-thread run). Each process then gets `threads` torch/OpenMP threads.
+took 17.1 s alone with 2 threads, and two such runs side by side with 1 thread each took 25 s
+for both: ~1.4x the work done). Each process then gets `threads` torch/OpenMP threads.
 """
 
 from __future__ import annotations
