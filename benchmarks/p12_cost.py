@@ -33,23 +33,31 @@ MODELS = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg"
 EPOCHS, OUT = 2, Path("runs/cost")
 
 
+def setting_name(threads: int, epochs: int) -> str:
+    """The measuring condition: the run folder's name and the results rows' `setting`."""
+    return f"threads{threads}-epochs{epochs}"
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def measure(model: str, threads: int, epochs: int, out: Path) -> dict:
-    folder = out / f"threads{threads}-epochs{epochs}"
-    row = read_row(run_folder(folder, model, "strats", 0, 0))
-    load = None
+    setting = setting_name(threads, epochs)
+    run = run_folder(out / setting, model, "strats", 0, 0)
+    saved = run / "load_before.json"  # the load average when the measurement started
+    row = read_row(run)
     if row is None:
         load = os.getloadavg()[0]
         cmd = [sys.executable, "-m", "hymate.cli", "benchmark", "physionet2012", "--protocol", "strats",
-               "--models", model, "--seeds", "0", "--epochs", str(epochs), "--out", str(folder), "--quiet"]  # fmt: skip
+               "--models", model, "--seeds", "0", "--epochs", str(epochs), "--out", str(out / setting), "--quiet"]  # fmt: skip
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-        row = read_row(run_folder(folder, model, "strats", 0, 0))
-        (run_folder(folder, model, "strats", 0, 0) / "load_before.json").write_text(json.dumps({"load_1min": load}))
+        row = read_row(run)
+        saved.write_text(json.dumps({"load_1min": load}))
     else:  # a finished measurement: reuse it with the load recorded when it ran
-        saved = run_folder(folder, model, "strats", 0, 0) / "load_before.json"
         load = json.loads(saved.read_text())["load_1min"] if saved.exists() else None
-    return {"model": model, "setting": folder.name, "threads": row.get("threads"), "epochs": row.get("epochs"), "epoch_s": row.get("epoch_s"),
-            "train_s": row.get("train_s"), "wall_s": row.get("wall_s"), "peak_mb": row.get("peak_mb"),
-            "params": row.get("params"), "load_before": load}  # fmt: skip
+    keys = ("threads", "epochs", "epoch_s", "train_s", "wall_s", "peak_mb", "params")
+    return {"model": model, "setting": setting, **{k: row.get(k) for k in keys}, "load_before": load}
 
 
 def main() -> None:
@@ -62,12 +70,11 @@ def main() -> None:
     rows = [measure(m, args.threads, args.epochs, args.out) for m in args.models.split(",")]
     table = Table("model", "params", "s / epoch", "train s", "s / run", "peak MB", "threads", "load before",
                   title=f"P12 training cost, strats split, one run at a time ({args.epochs} epochs of the neural models)")  # fmt: skip
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for r in rows:
         table.add_row(r["model"], fmt(r["params"], ","), fmt(r["epoch_s"], ".1f"), fmt(r["train_s"], ".1f"),
                       fmt(r["wall_s"], ".0f"), fmt(r["peak_mb"], ".0f"), str(r["threads"]), fmt(r["load_before"], ".2f"))  # fmt: skip
     Console().print(table)
-    save(rows, args.models.split(","), f"threads{args.threads}-epochs{args.epochs}")
+    save(rows, args.models.split(","), setting_name(args.threads, args.epochs))
 
 
 def save(rows: list[dict], models: list[str], setting: str) -> None:

@@ -69,7 +69,7 @@ def main() -> None:
     models = args.models.split(",")
     if not args.collect_only:
         costs = [p12_cost.measure(m, args.cost_threads, p12_cost.EPOCHS, p12_cost.OUT) for m in models]
-        p12_cost.save(costs, models, f"threads{args.cost_threads}-epochs{p12_cost.EPOCHS}")
+        p12_cost.save(costs, models, p12_cost.setting_name(args.cost_threads, p12_cost.EPOCHS))
     cost_path = RESULTS / "p12_cost.json"
     costs = json.loads(cost_path.read_text())["rows"] if cost_path.exists() else []
     summary = summary_markdown(results["rows"], costs, models, args.cost_threads)
@@ -87,7 +87,7 @@ def mean_sd(values: list[float]) -> str:
 
 def summary_markdown(rows: list[dict], costs: list[dict], models: list[str], threads: int) -> str:
     """Both protocols side by side, the one-at-a-time costs, and HyMaTE against each baseline."""
-    setting = f"threads{threads}-epochs{p12_cost.EPOCHS}"
+    setting = p12_cost.setting_name(threads, p12_cost.EPOCHS)
     cost = {c["model"]: c for c in costs if c.get("setting") == setting}
     head = ["model", "strats AUROC", "strats AP", "runs", "splits5 AUROC", "splits5 AP", "runs", "params",
             "s / epoch", "s / run", "peak MB"]  # fmt: skip
@@ -103,9 +103,8 @@ def summary_markdown(rows: list[dict], costs: list[dict], models: list[str], thr
                 auroc[model] = float(np.mean([r["auroc"] for r in got]))
         c = cost.get(model, {})
         params = c.get("params") or next((r["params"] for r in rows if r["model"] == model and r.get("params")), None)
-        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-        cells += [fmt(params, ","), fmt(c.get("epoch_s"), ".1f"), fmt(c.get("wall_s"), ".0f"),
-                  fmt(c.get("peak_mb"), ".0f")]  # fmt: skip
+        fmt = p12_cost.fmt
+        cells += [fmt(params, ","), fmt(c.get("epoch_s"), ".1f"), fmt(c.get("wall_s"), ".0f"), fmt(c.get("peak_mb"), ".0f")]  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
     out += ["", f"Mean ± sample sd over runs (strats: the one split, 5 seeds; splits5: 5 splits, seed 0). Costs: "
             f"one run at a time on the strats split, {threads} threads, {p12_cost.EPOCHS} epochs of the neural "

@@ -26,10 +26,6 @@ class GridRun:
     env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
 
 
-def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
-
-
 def run_grid(
     runs: list[GridRun],
     jobs: int = 1,
@@ -44,7 +40,7 @@ def run_grid(
     if jobs < 1:
         raise HymateError(f"jobs must be >= 1, got {jobs}")
     if threads is None and jobs > 1:
-        threads = default_threads(jobs)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     pending, active = list(runs), []  # active: (process, run, stderr file)
     try:
         while pending or active:
