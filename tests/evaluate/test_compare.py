@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from hymate.errors import HymateError
-from hymate.evaluate.compare import read_row, run_folder, summarise, write_comparison
+from hymate.evaluate.compare import paired_difference, read_row, run_folder, summarise, write_comparison
 
 
 def fake_rows() -> list[dict]:
@@ -67,3 +67,19 @@ def test_read_row_distinguishes_unfinished_and_corrupt_runs(tmp_path):
     (folder / "report" / "metrics.json").write_text("{not json")
     with pytest.raises(HymateError, match="delete it to rerun"):
         read_row(folder)
+
+
+def test_paired_difference_uses_only_the_runs_both_models_have():
+    rows = [
+        {"model": "hymate", "protocol": "splits5", "split": k, "seed": 0, "auroc": a}
+        for k, a in enumerate([0.80, 0.90, 0.85, 0.70])
+    ] + [
+        {"model": "strats", "protocol": "splits5", "split": k, "seed": 0, "auroc": a}
+        for k, a in enumerate([0.82, 0.86])  # only splits 0 and 1 finished
+    ] + [{"model": "strats", "protocol": "strats", "split": 0, "seed": 0, "auroc": 0.1}]  # other protocol: never paired
+    got = paired_difference(rows, "hymate", "strats")
+    diffs = [0.80 - 0.82, 0.90 - 0.86]
+    assert got["n"] == 2 and got["wins"] == 1
+    assert got["mean"] == pytest.approx(np.mean(diffs))
+    assert got["sd"] == pytest.approx(np.std(diffs, ddof=1))
+    assert paired_difference(rows, "hymate", "absent") is None

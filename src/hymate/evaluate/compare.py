@@ -64,6 +64,25 @@ def summarise(rows: list[dict], models: list[str]) -> list[dict]:
     return lines
 
 
+def paired_difference(rows: list[dict], model: str, reference: str, metric: str = "auroc") -> dict | None:
+    """`model` minus `reference` on the runs both have (same protocol, split and seed).
+
+    Means over different run sets mislead when one model is missing runs: on splits5 the test
+    fold moves AUROC by more than the models differ. Pairing by run keeps the comparison fair.
+    Returns {"n", "mean", "sd", "wins"} (wins: runs where `model` is higher), or None if no run is shared.
+    """
+    def by_run(name: str) -> dict:
+        return {(r["protocol"], r["split"], r["seed"]): r[metric] for r in rows if r["model"] == name}
+
+    ours, theirs = by_run(model), by_run(reference)
+    shared = sorted(set(ours) & set(theirs))
+    if not shared:
+        return None
+    diffs = np.array([ours[k] - theirs[k] for k in shared], dtype=float)
+    sd = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+    return {"n": len(diffs), "mean": float(diffs.mean()), "sd": sd, "wins": int((diffs > 0).sum())}
+
+
 def markdown(lines: list[dict], title: str) -> str:
     head = ["model", "runs", *(f"{HEADERS[k]}" for k in TABLE_METRICS), "params", "s / epoch", "s / run", "threads", "peak MB"]
     out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
