@@ -83,3 +83,11 @@ def test_paired_difference_uses_only_the_runs_both_models_have():
     assert got["mean"] == pytest.approx(np.mean(diffs))
     assert got["sd"] == pytest.approx(np.std(diffs, ddof=1))
     assert paired_difference(rows, "hymate", "absent") is None
+
+
+def test_a_single_run_prints_its_value_without_a_zero_spread(tmp_path):
+    rows = [r for r in fake_rows() if r["model"] == "strats" or r["seed"] == 0]  # hymate: one run
+    write_comparison(rows, ["hymate", "strats"], tmp_path, "t")
+    lines = {line.split(" | ")[0].strip("| "): line for line in (tmp_path / "table.md").read_text().splitlines()}
+    assert "±" not in lines["hymate"] and f"{rows[0]['auroc']:.4f}" in lines["hymate"]
+    assert lines["strats"].count("±") == 5

@@ -88,7 +88,8 @@ def markdown(lines: list[dict], title: str) -> str:
     out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
         cells = [line["model"], str(line["runs"])]
-        cells += [f"{line[k]:.4f} ± {line[f'{k}_sd']:.4f}" for k in TABLE_METRICS]
+        # One run has no spread: print its value alone rather than a "± 0" that reads as a measured sd.
+        cells += [f"{line[k]:.4f} ± {line[f'{k}_sd']:.4f}" if line["runs"] > 1 else f"{line[k]:.4f}" for k in TABLE_METRICS]
         cells += [
             f"{line['params']:,}" if line["params"] is not None else "-",
             f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
