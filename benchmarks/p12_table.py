@@ -93,7 +93,7 @@ def summary_markdown(rows: list[dict], costs: list[dict], models: list[str], thr
             "s / epoch", "s / run", "peak MB"]  # fmt: skip
     out = ["# PhysioNet 2012 in-hospital mortality: every model, both protocols", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
-    auroc = {}
+    auroc, fmt = {}, p12_cost.fmt
     for model in models:
         cells = [model]
         for protocol in ("strats", "splits5"):
@@ -103,7 +103,6 @@ def summary_markdown(rows: list[dict], costs: list[dict], models: list[str], thr
                 auroc[model] = float(np.mean([r["auroc"] for r in got]))
         c = cost.get(model, {})
         params = c.get("params") or next((r["params"] for r in rows if r["model"] == model and r.get("params")), None)
-        fmt = p12_cost.fmt
         cells += [fmt(params, ","), fmt(c.get("epoch_s"), ".1f"), fmt(c.get("wall_s"), ".0f"), fmt(c.get("peak_mb"), ".0f")]  # fmt: skip
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Mean ± sample sd over the runs counted in each `runs` column (strats: its one split, one run per "
