@@ -7,7 +7,8 @@ stay-level task (AUROC / AP over 5 splits, next to the peer table), HyMaTE and L
 The budget is explicit: --train-stays / --eval-stays (random subsets of each split's parts),
 --epochs, --ema-decay, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
 to <out>/<budget>/..., where <budget> names those choices, and a finished run is never redone:
-rerun the same command after an interruption and it continues. Online HyMaTE / Mamba runs also
+rerun the same command after an interruption and it continues. `--report` runs nothing: it
+tabulates every budget of p19.json that has all its folds into benchmarks/results/p19_table.md. Online HyMaTE / Mamba runs also
 name their model options (`--train-hours-per-stay`, `--no-query-time`): <out>/<budget>/sepsis-online/
 <variant>/..., and their rows' budget ends in -<variant> (e.g. qt-h8). Prints the tables and writes
 benchmarks/results/p19.json (rows {"task", "model", "setting", "utility", "auroc", "ap", ...}).
@@ -32,6 +33,9 @@ from hymate.train.module import TrainConfig
 from hymate.train.sepsis import run_sepsis_experiment
 
 RESULTS = Path(__file__).parent / "results" / "p19.json"
+REPORT = RESULTS.with_name("p19_table.md")
+TARGET = "Target (issue 6): AUROC >= 90.3 and AP >= 58.3 (MTM, the best published on this protocol)."
+RUNS_PER_SETTING = {"kfold5": 5, "a2b": 1, "splits5": 5}  # a budget is reported once it has all of them
 PEERS = {  # P19 sepsis AUROC / AUPRC (AP) in %, Raindrop protocol, from the peer table in HYMATE.md
     "Transformer": (80.7, 42.7), "GRU-D": (83.9, 46.9), "mTAND": (84.4, 50.6), "Raindrop": (87.0, 51.8),
     "ViTST": (89.2, 53.1), "Warpformer": (88.7, 52.4), "GraFITi": (89.1, 56.6), "MTM": (90.3, 58.3),
@@ -68,8 +72,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--report", nargs="?", const="", metavar="BUDGETS",
+                        help=f"run nothing: tabulate the budgets in {RESULTS.name} that have all their folds into "
+                             f"{REPORT.name} (all of them, or those starting with one of these comma-separated prefixes)")
     args = parser.parse_args()
     console = Console(width=max(140, Console().width))
+    if args.report is not None:
+        report(console, [b for b in args.report.split(",") if b])
+        return
     budget = f"train{args.train_stays or 'all'}-eval{args.eval_stays or 'all'}-ep{args.epochs}-seed{args.seed}"
     budget += "" if args.ema_decay == 0.998 else f"-ema{args.ema_decay:g}"
     out = args.out / budget
@@ -99,28 +109,10 @@ def main() -> None:
                                                                   r["model"] in ("hymate", "mamba") else "")}
             for r in rows]  # fmt: skip
 
-    online = [r for r in rows if r["task"] == "sepsis-online"]
-    if online:
-        table = Table("model", "setting", "runs", "utility", "hourly AUROC", "AUPRC (AP)", "train s", "score s (all test hours)",
-                      "test hours", title=f"Sepsis online, PhysioNet 2019 (test; mean ± sd over folds) [{budget}]")  # fmt: skip
-        for (model, setting), group in _groups(online, ("model", "setting")).items():
-            table.add_row(TITLES.get(model, model), setting, str(len(group)), mean_sd([r["utility"] for r in group]),
-                          mean_sd([r["auroc"] for r in group]), mean_sd([r["ap"] for r in group]),
-                          mean_sd([r["train_s"] for r in group], digits=0), mean_sd([r["score_s"] for r in group], digits=1),
-                          f"{sum(r['hours'] for r in group):,}")  # fmt: skip
-        console.print(table)
-    stay = [r for r in rows if r["task"] == "sepsis-stay"]
-    if stay:
-        table = Table("model", "AUROC %", "AUPRC (AP) %", "runs", "train s",
-                      title=f"Sepsis stay-level (first 60 h), 5 stratified 80/10/10 splits, next to the peers [{budget}]")  # fmt: skip
-        for name, (auroc, ap) in PEERS.items():
-            table.add_row(name, f"{auroc:.1f}", f"{ap:.1f}", "", "")
-        for (model,), group in _groups(stay, ("model",)).items():
-            table.add_row(f"[bold]{TITLES.get(model, model)} (ours)[/]", mean_sd([r["auroc"] for r in group], 100, 1),
-                          mean_sd([r["ap"] for r in group], 100, 1), str(len(group)),
-                          mean_sd([r["train_s"] for r in group], digits=0))  # fmt: skip
-        console.print(table)
-        console.print("Target (issue 6): AUROC >= 90.3 and AP >= 58.3 (MTM, the best published on this protocol).")
+    for table in tables(rows, budget):
+        console.print(rich_table(table))
+    if any(r["task"] == "sepsis-stay" for r in rows):
+        console.print(TARGET)
 
     key = lambda r: (r["task"], r["model"], r["setting"], r["split"], r["seed"], r.get("budget"))  # noqa: E731
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +125,83 @@ def main() -> None:
         RESULTS.write_text(json.dumps({"rows": list(merged.values()), "machine": f"{os.cpu_count()} cores",
                                        "peers_stay_level": PEERS}, indent=1) + "\n")  # fmt: skip
     console.print(f"{len(rows)} runs ({time.perf_counter() - start:.0f} s); results in {RESULTS}")
+
+
+def tables(rows: list[dict], budget: str | None = None) -> list[dict]:
+    """The online and stay-level tables of these rows, as {"title", "header", "rows"} of strings: one line
+    per model and setting (and budget, when `budget` is None and the rows mix several)."""
+    out = []
+    by_budget = budget is None
+    online = [r for r in rows if r["task"] == "sepsis-online"]
+    if online:
+        keys = ("model", "setting", "budget") if by_budget else ("model", "setting")
+        lines = []
+        for key, group in sorted(_groups(online, keys).items(), key=lambda kv: _order(*kv[0])):
+            lines.append([TITLES.get(key[0], key[0]), key[1], *([key[2]] if by_budget else []), str(len(group)),
+                          mean_sd([r["utility"] for r in group]), mean_sd([r["auroc"] for r in group]),
+                          mean_sd([r["ap"] for r in group]), mean_sd([r["train_s"] for r in group], digits=0),
+                          mean_sd([r["score_s"] for r in group], digits=1), f"{sum(r['hours'] for r in group):,}"])  # fmt: skip
+        out.append({"title": "Sepsis online, PhysioNet 2019 (test; mean ± sd over folds)" + (f" [{budget}]" if budget else ""),
+                    "header": ["model", "setting", *(["budget"] if by_budget else []), "runs", "utility", "hourly AUROC",
+                               "AUPRC (AP)", "train s", "score s (all test hours)", "test hours"],
+                    "rows": lines})  # fmt: skip
+    stay = [r for r in rows if r["task"] == "sepsis-stay"]
+    if stay:
+        keys = ("model", "budget") if by_budget else ("model",)
+        lines = [[name, *([""] if by_budget else []), f"{auroc:.1f}", f"{ap:.1f}", "", ""] for name, (auroc, ap) in PEERS.items()]
+        for key, group in sorted(_groups(stay, keys).items(), key=lambda kv: _order(kv[0][0], "splits5", *kv[0][1:])):
+            lines.append([f"{TITLES.get(key[0], key[0])} (ours)", *([key[1]] if by_budget else []),
+                          mean_sd([r["auroc"] for r in group], 100, 1), mean_sd([r["ap"] for r in group], 100, 1),
+                          str(len(group)), mean_sd([r["train_s"] for r in group], digits=0)])  # fmt: skip
+        out.append({"title": "Sepsis stay-level (first 60 h), 5 stratified 80/10/10 splits, next to the peers"
+                    + (f" [{budget}]" if budget else ""),
+                    "header": ["model", *(["budget"] if by_budget else []), "AUROC %", "AUPRC (AP) %", "runs", "train s"],
+                    "rows": lines})  # fmt: skip
+    return out
+
+
+def complete(rows: list[dict]) -> list[dict]:
+    """The rows of (task, model, setting, budget) groups that have every fold or split of their setting:
+    a smoke run or a budget still running is left out of the report."""
+    groups = _groups(rows, ("task", "model", "setting", "budget"))
+    return [r for key, group in groups.items() if len({g["split"] for g in group}) >= RUNS_PER_SETTING[key[2]] for r in group]
+
+
+def markdown(table: dict) -> str:
+    lines = [f"**{table['title']}**", "", "| " + " | ".join(table["header"]) + " |", "|" + "---|" * len(table["header"])]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table["rows"]]) + "\n"
+
+
+def rich_table(table: dict) -> Table:
+    out = Table(*table["header"], title=table["title"])
+    for row in table["rows"]:
+        out.add_row(*row)
+    return out
+
+
+def report(console: Console, prefixes: list[str]) -> None:
+    if not RESULTS.exists():
+        raise SystemExit(f"no results yet: {RESULTS} does not exist (run this script without --report first)")
+    rows = [r for r in json.loads(RESULTS.read_text())["rows"] if not prefixes or r["budget"].startswith(tuple(prefixes))]
+    rows = complete(rows)
+    if not rows:
+        raise SystemExit(f"no budget{' matching ' + ','.join(prefixes) if prefixes else ''} in {RESULTS} has all its "
+                         "folds yet: nothing to report")  # fmt: skip
+    made = tables(rows)
+    for table in made:
+        console.print(rich_table(table))
+    legend = ("Budget: train<N>-eval<M>-ep<E>-seed<S> = N training stays and M validation / test stays per fold "
+              "(random subsets; 'all' = the whole fold), at most E epochs (HyMaTE; LightGBM ignores it), seed S; "
+              "online HyMaTE adds its variant (qt: the prediction-hour input, h8: 8 sampled negative hours per stay "
+              "and step). Only budgets with every fold are listed.")  # fmt: skip
+    REPORT.write_text("\n".join(markdown(t) for t in made) + "\n" + TARGET + "\n\n" + legend + "\n")
+    console.print(f"{len(rows)} runs tabulated into {REPORT}")
+
+
+def _order(model: str, setting: str, budget: str = "") -> tuple:
+    """Table order: setting, then budget (a model's runs at one budget next to each other), then model."""
+    models = list(TITLES)
+    return (list(RUNS_PER_SETTING).index(setting), budget, models.index(model) if model in models else len(models), model)
 
 
 def _groups(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
