@@ -8,12 +8,13 @@
 #   lane A: stay-level splits 0-4 (4 epochs), then online A->B (3 epochs)
 #   lane B: online kfold5 folds 0-4 (3 epochs)
 # Measured here (2026-12-02): ~4 min per stay-level epoch and ~5 min per online epoch on 8,000
-# training stays with two lanes running, so ~2 h of both cores in all. The weight average decays at
+# training stays with two lanes running, so ~2.5 h of both cores in all. OMP_WAIT_POLICY=passive:
+# LightGBM's spinning OpenMP threads took ~25 min for a 4-8 min grid when a third job shared the cores. The weight average decays at
 # 0.99 (a ~100-step horizon): at 0.998 a 750-step run would still carry ~22 % of its first weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-export OMP_NUM_THREADS=1 HYMATE_DATA=${HYMATE_DATA:-$(cd .. && pwd)/shared/data}
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive HYMATE_DATA=${HYMATE_DATA:-$(cd .. && pwd)/shared/data}
 COMMON=(--train-stays 8000 --eval-stays 2000 --ema-decay 0.99 --models hymate,lightgbm --quiet)
 mkdir -p runs/logs
 # finished TASK SETTING FOLD EPOCHS: both models' rows of this fold at this budget are in p19.json
