@@ -45,6 +45,14 @@ ROW_KEYS = ("task", "model", "setting", "split", "seed", "utility", "auroc", "ap
             "train_s", "score_s", "wall_s", "epochs", "epoch_s", "train_stays", "test_stays", "hours", "peak_mb")  # fmt: skip
 
 
+def missing_folds(recorded: list[dict], task: str, model: str, setting: str, folds: list[int], seed: int,
+                  budget: str) -> list[int]:
+    """The folds of `folds` that have no row in `recorded` for this task, model, setting, seed and budget."""
+    have = {r["split"] for r in recorded
+            if (r["task"], r["model"], r["setting"], r["seed"], r.get("budget")) == (task, model, setting, seed, budget)}
+    return [f for f in folds if f not in have]
+
+
 def mean_sd(values: list[float | None], scale: float = 1.0, digits: int = 4) -> str:
     v = np.array([x for x in values if x is not None], dtype=float) * scale
     if len(v) == 0:
@@ -89,6 +97,10 @@ def main() -> None:
     variant = f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}"  # online neural runs
     overrides = {"query_time": False} if args.no_query_time else None
 
+    def row_budget(task: str, model: str) -> str:  # online neural runs also name their variant
+        return budget + (f"-{variant}" if task == "sepsis-online" and model in ("hymate", "mamba") else "")
+
+    recorded = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     start = time.perf_counter()
     data = load_dataset("physionet2019", progress=not args.quiet)
     console.print(f"loaded {data.stays.height:,} stays in {time.perf_counter() - start:.1f} s; runs in {out}")
@@ -99,15 +111,20 @@ def main() -> None:
         for setting in settings:
             chosen = [0] if setting == "a2b" else folds
             for model in models:
+                # a fold already in p19.json at this budget is not run again: runs/ does not survive a fresh machine
+                todo = missing_folds(recorded, task, model, setting, chosen, args.seed, row_budget(task, model))
+                if todo != chosen:
+                    console.print(f"{model} {task} {setting}: folds {sorted(set(chosen) - set(todo))} already in "
+                                  f"{RESULTS.name}, skipped")  # fmt: skip
+                if not todo:
+                    continue
                 tagged = task == "sepsis-online" and model in ("hymate", "mamba")
                 rows += run_sepsis_experiment(
-                    data, task, [model], setting, chosen, [args.seed], train, out / task / variant if tagged else out / task,
+                    data, task, [model], setting, todo, [args.seed], train, out / task / variant if tagged else out / task,
                     cache_dir() / "splits", args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
                     model_overrides=overrides if tagged else None,
                 )  # fmt: skip
-    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": budget + (f"-{variant}" if r["task"] == "sepsis-online" and
-                                                                  r["model"] in ("hymate", "mamba") else "")}
-            for r in rows]  # fmt: skip
+    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": row_budget(r["task"], r["model"])} for r in rows]
 
     for table in tables(rows, budget):
         console.print(rich_table(table))

@@ -2,45 +2,28 @@
 # The P19 comparison at the shared 8,000-stay budget (benchmarks/NOTES.md, "a budget both models can
 # meet on this machine"): two lanes side by side, one torch thread each, one p19.py call per fold so
 # that each finished fold lands in results/p19.json at once (p19.py merges under a file lock, and a
-# finished run under runs/ is never redone). A fold whose HyMaTE and LightGBM rows are already in
-# results/p19.json is skipped, so a fresh machine (runs/ is not committed) does only what is
-# missing. Then the table: results/p19_table.md.
+# finished run under runs/ is never redone; p19.py skips a fold whose row is already in
+# results/p19.json, so a fresh machine, without runs/, does only what is missing). Then the table:
+# results/p19_table.md.
 #   lane A: stay-level splits 0-4 (4 epochs), then online A->B (3 epochs)
 #   lane B: online kfold5 folds 0-4 (3 epochs)
 # Measured here (2026-12-02): ~4 min per stay-level epoch and ~5 min per online epoch on 8,000
-# training stays with two lanes running, so ~2.5 h of both cores in all. OMP_WAIT_POLICY=passive:
-# LightGBM's spinning OpenMP threads took ~25 min for a 4-8 min grid when a third job shared the cores. The weight average decays at
-# 0.99 (a ~100-step horizon): at 0.998 a 750-step run would still carry ~22 % of its first weights.
+# training stays with two lanes running, so ~2.5 h of both cores in all. The weight average decays
+# at 0.99 (a ~100-step horizon): at 0.998 a 750-step run would still carry ~22 % of its first
+# weights. OMP_WAIT_POLICY=passive: LightGBM's spinning OpenMP threads took ~25 min for a 4-8 min
+# grid when a third job shared the cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive HYMATE_DATA=${HYMATE_DATA:-$(cd .. && pwd)/shared/data}
 COMMON=(--train-stays 8000 --eval-stays 2000 --ema-decay 0.99 --models hymate,lightgbm --quiet)
 mkdir -p runs/logs
-# finished TASK SETTING FOLD EPOCHS: both models' rows of this fold at this budget are in p19.json
-finished() {
-  "$PY" - "$@" <<'PY'
-import json, sys
-from pathlib import Path
-task, setting, fold, epochs = sys.argv[1:]
-path = Path("benchmarks/results/p19.json")
-rows = json.loads(path.read_text())["rows"] if path.exists() else []
-budget = f"train8000-eval2000-ep{epochs}-seed0-ema0.99"
-have = {r["model"] for r in rows if (r["task"], r["setting"], r["split"]) == (task, setting, int(fold))
-        and str(r.get("budget", "")).startswith(budget)}
-sys.exit(0 if {"hymate", "lightgbm"} <= have else 1)
-PY
-}
 lane_a() {
-  for s in 0 1 2 3 4; do
-    finished sepsis-stay splits5 "$s" 4 || "$PY" benchmarks/p19.py --tasks sepsis-stay --folds "$s" --epochs 4 "${COMMON[@]}"
-  done
-  finished sepsis-online a2b 0 3 || "$PY" benchmarks/p19.py --tasks sepsis-online --settings a2b --epochs 3 "${COMMON[@]}"
+  for s in 0 1 2 3 4; do "$PY" benchmarks/p19.py --tasks sepsis-stay --folds "$s" --epochs 4 "${COMMON[@]}"; done
+  "$PY" benchmarks/p19.py --tasks sepsis-online --settings a2b --epochs 3 "${COMMON[@]}"
 }
 lane_b() {
-  for f in 0 1 2 3 4; do
-    finished sepsis-online kfold5 "$f" 3 || "$PY" benchmarks/p19.py --tasks sepsis-online --settings kfold5 --folds "$f" --epochs 3 "${COMMON[@]}"
-  done
+  for f in 0 1 2 3 4; do "$PY" benchmarks/p19.py --tasks sepsis-online --settings kfold5 --folds "$f" --epochs 3 "${COMMON[@]}"; done
 }
 lane_a > runs/logs/p19_laneA.log 2>&1 &
 a=$!

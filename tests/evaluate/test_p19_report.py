@@ -51,3 +51,13 @@ def test_tables_give_mean_and_sd_per_model_setting_and_budget_in_a_stable_order(
     assert stay["rows"][peers][:4] == ["LightGBM (ours)", "b2", "92.0 ± 1.6", "50.0 ± 0.0"]  # in percent
     md = p19.markdown(stay)
     assert md.splitlines()[2].startswith("| model | budget | AUROC %") and "| MTM |  | 90.3 | 58.3 |" in md
+
+
+def test_missing_folds_are_those_without_a_row_at_this_budget(p19):
+    recorded = [row("sepsis-online", "hymate", "kfold5", 0, "b1-qt-h8", 0.7),
+                row("sepsis-online", "hymate", "kfold5", 2, "b1-qt-h8", 0.7),
+                row("sepsis-online", "hymate", "kfold5", 1, "b2-qt-h8", 0.7),  # another budget
+                row("sepsis-online", "lightgbm", "kfold5", 1, "b1", 0.8)]  # another model
+    assert p19.missing_folds(recorded, "sepsis-online", "hymate", "kfold5", [0, 1, 2, 3], 0, "b1-qt-h8") == [1, 3]
+    assert p19.missing_folds(recorded, "sepsis-online", "hymate", "kfold5", [0, 1], 1, "b1-qt-h8") == [0, 1]  # seed
+    assert p19.missing_folds(recorded, "sepsis-stay", "hymate", "splits5", [0], 0, "b1-qt-h8") == [0]
