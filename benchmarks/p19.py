@@ -5,7 +5,7 @@ stay-level task (AUROC / AP over 5 splits, next to the peer table), HyMaTE and L
     python benchmarks/p19.py --train-stays 600 --eval-stays 300 --epochs 3 --folds 0 --ema-decay 0   # a smoke run
 
 The budget is explicit: --train-stays / --eval-stays (random subsets of each split's parts),
---epochs, --ema-decay, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
+--epochs, --ema-decay, --lr, --warmup-epochs, --folds (which of the five folds / splits), --settings, --tasks, --models. Runs go
 to <out>/<budget>/..., where <budget> names those choices, and a finished run is never redone:
 rerun the same command after an interruption and it continues. `--report` runs nothing: it
 tabulates every budget of p19.json that has all its folds into benchmarks/results/p19_table.md. Online HyMaTE / Mamba runs also
@@ -53,6 +53,16 @@ def missing_folds(recorded: list[dict], task: str, model: str, setting: str, fol
     return [f for f in folds if f not in have]
 
 
+def budget_name(train_stays: int | None, eval_stays: int | None, epochs: int, seed: int, ema_decay: float,
+                lr: float = TrainConfig.lr, warmup_epochs: float = TrainConfig.warmup_epochs) -> str:
+    """The name of a budget in p19.json and under runs/: an option at its default adds nothing, so the
+    names of budgets run before that option existed stay valid (and their folds are not run again)."""
+    name = f"train{train_stays or 'all'}-eval{eval_stays or 'all'}-ep{epochs}-seed{seed}"
+    name += "" if ema_decay == 0.998 else f"-ema{ema_decay:g}"
+    name += "" if lr == TrainConfig.lr else f"-lr{lr:g}"
+    return name + ("" if warmup_epochs == TrainConfig.warmup_epochs else f"-wu{warmup_epochs:g}")
+
+
 def mean_sd(values: list[float | None], scale: float = 1.0, digits: int = 4) -> str:
     v = np.array([x for x in values if x is not None], dtype=float) * scale
     if len(v) == 0:
@@ -74,9 +84,14 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.998,
                         help="weight averaging (0: off; needs ~1/(1-decay) = 500 steps to leave the initial weights)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs,
+                        help="linear warm-up before the cosine decay, in epochs")
     parser.add_argument("--train-hours-per-stay", type=int, default=8,
                         help="online training: every positive and up to N random negative hours per stay and step (0: all)")
     parser.add_argument("--no-query-time", action="store_true", help="online HyMaTE without the prediction-hour input")
+    parser.add_argument("--stay-query-time", action="store_true",
+                        help="stay-level HyMaTE also embeds the time of the stay's last event (where its record ends)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,17 +103,25 @@ def main() -> None:
     if args.report is not None:
         report(console, [b for b in args.report.split(",") if b])
         return
-    budget = f"train{args.train_stays or 'all'}-eval{args.eval_stays or 'all'}-ep{args.epochs}-seed{args.seed}"
-    budget += "" if args.ema_decay == 0.998 else f"-ema{args.ema_decay:g}"
+    budget = budget_name(args.train_stays, args.eval_stays, args.epochs, args.seed, args.ema_decay, args.lr,
+                         args.warmup_epochs)  # fmt: skip
     out = args.out / budget
     folds = parse_int_list(args.folds)
     train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
-                        ema_decay=args.ema_decay or None, train_hours_per_stay=args.train_hours_per_stay or None)  # fmt: skip
-    variant = f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}"  # online neural runs
-    overrides = {"query_time": False} if args.no_query_time else None
+                        lr=args.lr, warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay or None,
+                        train_hours_per_stay=args.train_hours_per_stay or None)  # fmt: skip
+    variants = {  # neural runs whose model options are not the default name them: run folder and budget suffix
+        "sepsis-online": f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}",
+        "sepsis-stay": "qt" if args.stay_query_time else None,
+    }
+    model_options = {"sepsis-online": {"query_time": False} if args.no_query_time else None,
+                     "sepsis-stay": {"query_time": True} if args.stay_query_time else None}  # fmt: skip
 
-    def row_budget(task: str, model: str) -> str:  # online neural runs also name their variant
-        return budget + (f"-{variant}" if task == "sepsis-online" and model in ("hymate", "mamba") else "")
+    def variant(task: str, model: str) -> str | None:
+        return variants[task] if model in ("hymate", "mamba") else None
+
+    def row_budget(task: str, model: str) -> str:
+        return budget + (f"-{variant(task, model)}" if variant(task, model) else "")
 
     recorded = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     start = time.perf_counter()
@@ -118,11 +141,11 @@ def main() -> None:
                                   f"{RESULTS.name}, skipped")  # fmt: skip
                 if not todo:
                     continue
-                tagged = task == "sepsis-online" and model in ("hymate", "mamba")
+                tagged = variant(task, model) is not None
                 rows += run_sepsis_experiment(
-                    data, task, [model], setting, todo, [args.seed], train, out / task / variant if tagged else out / task,
+                    data, task, [model], setting, todo, [args.seed], train, out / task / variant(task, model) if tagged else out / task,
                     cache_dir() / "splits", args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
-                    model_overrides=overrides if tagged else None,
+                    model_overrides=model_options[task] if tagged else None,
                 )  # fmt: skip
     rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": row_budget(r["task"], r["model"])} for r in rows]
 
@@ -210,7 +233,9 @@ def report(console: Console, prefixes: list[str]) -> None:
     legend = ("Budget: train<N>-eval<M>-ep<E>-seed<S> = N training stays and M validation / test stays per fold "
               "(random subsets; 'all' = the whole fold), at most E epochs (HyMaTE; LightGBM ignores it), seed S; "
               "online HyMaTE adds its variant (qt: the prediction-hour input, h8: 8 sampled negative hours per stay "
-              "and step). Only budgets with every fold are listed.")  # fmt: skip
+              "and step); stay-level HyMaTE adds -qt when it also embeds the time its record ends "
+              "(--stay-query-time); -lr / -wu: a peak learning rate / warm-up other than 1e-3 / 1 epoch. "
+              "Only budgets with every fold are listed.")  # fmt: skip
     REPORT.write_text("\n".join(markdown(t) for t in made) + "\n" + TARGET + "\n\n" + legend + "\n")
     console.print(f"{len(rows)} runs tabulated into {REPORT}")
 

@@ -61,3 +61,13 @@ def test_missing_folds_are_those_without_a_row_at_this_budget(p19):
     assert p19.missing_folds(recorded, "sepsis-online", "hymate", "kfold5", [0, 1, 2, 3], 0, "b1-qt-h8") == [1, 3]
     assert p19.missing_folds(recorded, "sepsis-online", "hymate", "kfold5", [0, 1], 1, "b1-qt-h8") == [0, 1]  # seed
     assert p19.missing_folds(recorded, "sepsis-stay", "hymate", "splits5", [0], 0, "b1-qt-h8") == [0]
+
+
+def test_budget_names_add_only_options_away_from_their_defaults(p19):
+    # the names recorded in p19.json before --lr / --warmup-epochs existed must not change
+    assert p19.budget_name(8000, 2000, 4, 0, 0.99) == "train8000-eval2000-ep4-seed0-ema0.99"
+    assert p19.budget_name(None, None, 15, 0, 0.998) == "trainall-evalall-ep15-seed0"
+    assert p19.budget_name(8000, 2000, 4, 0, 0.99, lr=0.003, warmup_epochs=0.25) == (
+        "train8000-eval2000-ep4-seed0-ema0.99-lr0.003-wu0.25"
+    )
+    assert p19.budget_name(8000, 2000, 4, 0, 0.0) == "train8000-eval2000-ep4-seed0-ema0"  # EMA off is a budget too
