@@ -55,3 +55,12 @@ def test_checkpoints_of_other_tasks_get_one_clear_error():
         checkpoint_task({"task": "physionet2019-sepsis-online"}, TASKS)
     with pytest.raises(HymateError, match="unknown"):
         checkpoint_task({}, TASKS)
+
+
+def test_bad_training_settings_are_one_clear_error_line(tmp_path):
+    for dataset, option, value in (("physionet2019", "--lr", "-1"), ("physionet2012", "--warmup-epochs", "-0.5"),
+                                   ("physionet2019", "--ema-decay", "1.5"), ("physionet2012", "--lr", "nan")):  # fmt: skip
+        result = runner.invoke(app, ["train", dataset, option, value, "--data-dir", str(tmp_path / "none"), "-q"])
+        assert result.exit_code == 2, (option, result.output)
+        assert "training settings:" in result.output and option.lstrip("-").replace("-", "_") in result.output
+        assert "Traceback" not in result.output

@@ -179,6 +179,7 @@ def train(
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
     batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up before the cosine decay, in epochs.")] = 1.0,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     ema_decay: Annotated[float, typer.Option(help="Decay of the weight moving average (0: off).")] = 0.998,
     d_model: Annotated[int | None, typer.Option(help="Model width (default: the model's own).")] = None,
@@ -211,8 +212,9 @@ def train(
 
         given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                  "query_time": query_time, "recompute_context": recompute_context or None}  # fmt: skip
-        config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
-                             ema_decay=ema_decay or None, train_hours_per_stay=train_hours_per_stay or None)  # fmt: skip
+        config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
+                             patience=patience, max_events=max_events, ema_decay=ema_decay or None,
+                             train_hours_per_stay=train_hours_per_stay or None)  # fmt: skip
         train_command(console, task_name, protocol, model, parse_int_list(seeds), splits and parse_int_list(splits), out,
                       config, {k: v for k, v in given.items() if v is not None}, train_stays, eval_stays, split_seed,
                       resume, data_dir, cache_dir, not quiet)  # fmt: skip
@@ -222,6 +224,10 @@ def train(
     if model not in ALL_MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
     task = TASKS[dataset]
+    config = TrainConfig(  # checks the settings before the data are read
+        max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
+        max_events=max_events, ema_decay=ema_decay or None,
+    )  # fmt: skip
     data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
     chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
@@ -232,12 +238,6 @@ def train(
     given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
              "recompute_context": recompute_context or None}  # fmt: skip
     overrides = {k: v for k, v in given.items() if v is not None}  # each model keeps its own defaults
-    if not 0 <= ema_decay < 1:
-        raise typer.BadParameter(f"--ema-decay must be in [0, 1), got {ema_decay}")
-    config = TrainConfig(
-        max_epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, max_events=max_events,
-        ema_decay=ema_decay or None,
-    )  # fmt: skip
     rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume, model)
     table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
                   title=f"{model} on {task.name} (test)")  # fmt: skip

@@ -15,6 +15,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
+from hymate.errors import HymateError
 from hymate.evaluate.metrics import binary_metrics
 from hymate.models.hymate import drop_variables
 
@@ -36,6 +37,17 @@ class TrainConfig:
     # Online (hourly) task only, ignored by the stay-level one: train on every positive hour and up
     # to this many random negative hours per stay and step (reweighted; None: every hour).
     train_hours_per_stay: int | None = 8
+
+    def __post_init__(self) -> None:  # a bad setting fails here, with its name, not as a NaN loss epochs later
+        problems = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
+            ("max_epochs", self.max_epochs, self.max_epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("warmup_epochs", self.warmup_epochs, math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, ">= 0"),
+            ("ema_decay", self.ema_decay, self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1), or off"),
+        ) if not ok]  # fmt: skip
+        if problems:
+            raise HymateError("training settings: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
         return asdict(self)
