@@ -90,8 +90,9 @@ def main() -> None:
     parser.add_argument("--train-hours-per-stay", type=int, default=8,
                         help="online training: every positive and up to N random negative hours per stay and step (0: all)")
     parser.add_argument("--no-query-time", action="store_true", help="online HyMaTE without the prediction-hour input")
-    parser.add_argument("--stay-query-time", action="store_true",
-                        help="stay-level HyMaTE also embeds the time of the stay's last event (where its record ends)")
+    parser.add_argument("--no-stay-query-time", action="store_true",
+                        help="stay-level HyMaTE without the time of the stay's last event (where its record ends) as "
+                             "an input; rows of budgets run before that input existed have no -qt")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark/p19"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -112,10 +113,10 @@ def main() -> None:
                         train_hours_per_stay=args.train_hours_per_stay or None)  # fmt: skip
     variants = {  # neural runs whose model options are not the default name them: run folder and budget suffix
         "sepsis-online": f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}",
-        "sepsis-stay": "qt" if args.stay_query_time else None,
+        "sepsis-stay": None if args.no_stay_query_time else "qt",
     }
-    model_options = {"sepsis-online": {"query_time": False} if args.no_query_time else None,
-                     "sepsis-stay": {"query_time": True} if args.stay_query_time else None}  # fmt: skip
+    model_options = {"sepsis-online": {"query_time": not args.no_query_time},
+                     "sepsis-stay": {"query_time": not args.no_stay_query_time}}  # fmt: skip
 
     def variant(task: str, model: str) -> str | None:
         return variants[task] if model in ("hymate", "mamba") else None
@@ -141,11 +142,12 @@ def main() -> None:
                                   f"{RESULTS.name}, skipped")  # fmt: skip
                 if not todo:
                     continue
-                tagged = variant(task, model) is not None
+                neural = model in ("hymate", "mamba")
+                folder = out / task / variant(task, model) if variant(task, model) else out / task
                 rows += run_sepsis_experiment(
-                    data, task, [model], setting, todo, [args.seed], train, out / task / variant(task, model) if tagged else out / task,
-                    cache_dir() / "splits", args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
-                    model_overrides=model_options[task] if tagged else None,
+                    data, task, [model], setting, todo, [args.seed], train, folder, cache_dir() / "splits",
+                    args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
+                    model_overrides=model_options[task] if neural else None,
                 )  # fmt: skip
     rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": row_budget(r["task"], r["model"])} for r in rows]
 
@@ -234,7 +236,7 @@ def report(console: Console, prefixes: list[str]) -> None:
               "(random subsets; 'all' = the whole fold), at most E epochs (HyMaTE; LightGBM ignores it), seed S; "
               "online HyMaTE adds its variant (qt: the prediction-hour input, h8: 8 sampled negative hours per stay "
               "and step); stay-level HyMaTE adds -qt when it also embeds the time its record ends "
-              "(--stay-query-time); -lr / -wu: a peak learning rate / warm-up other than 1e-3 / 1 epoch. "
+              "(the default; --no-stay-query-time turns it off); -lr / -wu: a peak learning rate / warm-up other than 1e-3 / 1 epoch. "
               "Only budgets with every fold are listed.")  # fmt: skip
     REPORT.write_text("\n".join(markdown(t) for t in made) + "\n" + TARGET + "\n\n" + legend + "\n")
     console.print(f"{len(rows)} runs tabulated into {REPORT}")

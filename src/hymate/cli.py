@@ -178,17 +178,17 @@ def train(
     model: Annotated[str, typer.Option(help="hymate, or a baseline/ablation: mamba, hymate-events, strats, grud, lightgbm, logreg.")] = "hymate",
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
     batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up before the cosine decay, in epochs.")] = 1.0,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW; default 1e-3, physionet2019 3e-3).")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up before the cosine decay, in epochs (default 1, physionet2019 0.25).")] = None,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
-    ema_decay: Annotated[float, typer.Option(help="Decay of the weight moving average (0: off).")] = 0.998,
+    ema_decay: Annotated[float | None, typer.Option(help="Decay of the weight moving average (0: off; default 0.998, physionet2019 0.99).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Model width (default: the model's own).")] = None,
     mamba_layers: Annotated[int | None, typer.Option(help="Mamba blocks (default: the model's own).")] = None,
     channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
     max_events: Annotated[int, typer.Option(help="Most recent events kept per stay.")] = 880,
     recompute_context: Annotated[bool, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = False,
     train_hours_per_stay: Annotated[int, typer.Option(help="sepsis-online: train on every positive and up to N random negative hours per stay and step (0: all).")] = 8,
-    query_time: Annotated[bool | None, typer.Option(help="physionet2019: the model also reads the prediction hour (default: on for sepsis-online only).")] = None,
+    query_time: Annotated[bool | None, typer.Option(help="physionet2019: the model also reads the prediction hour (sepsis-online) or the time its record ends (sepsis-stay). Default: on.")] = None,
     train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
@@ -208,7 +208,10 @@ def train(
     from hymate.train.run import run_experiment
 
     if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
-        from hymate.train.sepsis import train_command
+        from hymate.train.sepsis import SEPSIS_TRAINING, train_command
+
+        recipe = {"lr": lr, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay}
+        lr, warmup_epochs, ema_decay = (SEPSIS_TRAINING[k] if v is None else v for k, v in recipe.items())
 
         given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                  "query_time": query_time, "recompute_context": recompute_context or None}  # fmt: skip
@@ -224,6 +227,9 @@ def train(
     if model not in ALL_MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
     task = TASKS[dataset]
+    defaults = TrainConfig()
+    lr, warmup_epochs = defaults.lr if lr is None else lr, defaults.warmup_epochs if warmup_epochs is None else warmup_epochs
+    ema_decay = defaults.ema_decay if ema_decay is None else ema_decay
     config = TrainConfig(  # checks the settings before the data are read
         max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
         max_events=max_events, ema_decay=ema_decay or None,
