@@ -44,7 +44,7 @@ class TrainConfig:
             ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
             ("lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
             ("warmup_epochs", self.warmup_epochs, math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, ">= 0"),
-            ("ema_decay", self.ema_decay, self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1), or off"),
+            ("ema_decay", self.ema_decay, self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1) (0 or None: off)"),
         ) if not ok]  # fmt: skip
         if problems:
             raise HymateError("training settings: " + "; ".join(problems))
