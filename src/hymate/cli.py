@@ -206,12 +206,14 @@ def train(
     from hymate.tasks.splits import load_or_make_splits, subsample
     from hymate.train.module import TrainConfig
     from hymate.train.run import run_experiment
+    from hymate.train.sepsis import SEPSIS_TRAINING
 
+    # What is not given comes from the dataset's recipe: P19's (measured there), else TrainConfig's.
+    recipe = SEPSIS_TRAINING if dataset == "physionet2019" else {k: getattr(TrainConfig, k) for k in SEPSIS_TRAINING}
+    given_recipe = {"lr": lr, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay}
+    lr, warmup_epochs, ema_decay = (recipe[k] if v is None else v for k, v in given_recipe.items())
     if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
-        from hymate.train.sepsis import SEPSIS_TRAINING, train_command
-
-        recipe = {"lr": lr, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay}
-        lr, warmup_epochs, ema_decay = (SEPSIS_TRAINING[k] if v is None else v for k, v in recipe.items())
+        from hymate.train.sepsis import train_command
 
         given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                  "query_time": query_time, "recompute_context": recompute_context or None}  # fmt: skip
@@ -227,9 +229,6 @@ def train(
     if model not in ALL_MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
     task = TASKS[dataset]
-    defaults = TrainConfig()
-    lr, warmup_epochs = defaults.lr if lr is None else lr, defaults.warmup_epochs if warmup_epochs is None else warmup_epochs
-    ema_decay = defaults.ema_decay if ema_decay is None else ema_decay
     config = TrainConfig(  # checks the settings before the data are read
         max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
         max_events=max_events, ema_decay=ema_decay or None,
