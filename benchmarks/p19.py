@@ -40,6 +40,7 @@ PEERS = {  # P19 sepsis AUROC / AUPRC (AP) in %, Raindrop protocol, from the pee
     "Transformer": (80.7, 42.7), "GRU-D": (83.9, 46.9), "mTAND": (84.4, 50.6), "Raindrop": (87.0, 51.8),
     "ViTST": (89.2, 53.1), "Warpformer": (88.7, 52.4), "GraFITi": (89.1, 56.6), "MTM": (90.3, 58.3),
 }  # fmt: skip
+NEURAL = ("hymate", "mamba")  # the models whose options (and so their run folder and budget suffix) p19.py sets
 TITLES = {"hymate": "HyMaTE", "mamba": "Mamba only", "lightgbm": "LightGBM", "logreg": "Logistic regression"}
 ROW_KEYS = ("task", "model", "setting", "split", "seed", "utility", "auroc", "ap", "auprc_trapz", "threshold",
             "train_s", "score_s", "wall_s", "epochs", "epoch_s", "train_stays", "test_stays", "hours", "peak_mb")  # fmt: skip
@@ -58,7 +59,7 @@ def budget_name(train_stays: int | None, eval_stays: int | None, epochs: int, se
     """The name of a budget in p19.json and under runs/: an option at its default adds nothing, so the
     names of budgets run before that option existed stay valid (and their folds are not run again)."""
     name = f"train{train_stays or 'all'}-eval{eval_stays or 'all'}-ep{epochs}-seed{seed}"
-    name += "" if ema_decay == 0.998 else f"-ema{ema_decay:g}"
+    name += "" if ema_decay == TrainConfig.ema_decay else f"-ema{ema_decay:g}"
     name += "" if lr == TrainConfig.lr else f"-lr{lr:g}"
     return name + ("" if warmup_epochs == TrainConfig.warmup_epochs else f"-wu{warmup_epochs:g}")
 
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--eval-stays", type=int, default=None, help="random subset of validation and test stays")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--ema-decay", type=float, default=0.998,
+    parser.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
                         help="weight averaging (0: off; needs ~1/(1-decay) = 500 steps to leave the initial weights)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate (AdamW)")
@@ -119,7 +120,7 @@ def main() -> None:
                      "sepsis-stay": {"query_time": not args.no_stay_query_time}}  # fmt: skip
 
     def variant(task: str, model: str) -> str | None:
-        return variants[task] if model in ("hymate", "mamba") else None
+        return variants[task] if model in NEURAL else None
 
     def row_budget(task: str, model: str) -> str:
         return budget + (f"-{variant(task, model)}" if variant(task, model) else "")
@@ -142,12 +143,11 @@ def main() -> None:
                                   f"{RESULTS.name}, skipped")  # fmt: skip
                 if not todo:
                     continue
-                neural = model in ("hymate", "mamba")
                 folder = out / task / variant(task, model) if variant(task, model) else out / task
                 rows += run_sepsis_experiment(
                     data, task, [model], setting, todo, [args.seed], train, folder, cache_dir() / "splits",
                     args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
-                    model_overrides=model_options[task] if neural else None,
+                    model_overrides=model_options[task] if model in NEURAL else None,
                 )  # fmt: skip
     rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": row_budget(r["task"], r["model"])} for r in rows]
 

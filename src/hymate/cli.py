@@ -212,14 +212,15 @@ def train(
     recipe = SEPSIS_TRAINING if dataset == "physionet2019" else {k: getattr(TrainConfig, k) for k in SEPSIS_TRAINING}
     given_recipe = {"lr": lr, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay}
     lr, warmup_epochs, ema_decay = (recipe[k] if v is None else v for k, v in given_recipe.items())
+    config = TrainConfig(  # checks the settings before any data are read; P12 ignores train_hours_per_stay
+        max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
+        max_events=max_events, ema_decay=ema_decay or None, train_hours_per_stay=train_hours_per_stay or None,
+    )  # fmt: skip
     if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
         from hymate.train.sepsis import train_command
 
         given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                  "query_time": query_time, "recompute_context": recompute_context or None}  # fmt: skip
-        config = TrainConfig(max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs,
-                             patience=patience, max_events=max_events, ema_decay=ema_decay or None,
-                             train_hours_per_stay=train_hours_per_stay or None)  # fmt: skip
         train_command(console, task_name, protocol, model, parse_int_list(seeds), splits and parse_int_list(splits), out,
                       config, {k: v for k, v in given.items() if v is not None}, train_stays, eval_stays, split_seed,
                       resume, data_dir, cache_dir, not quiet)  # fmt: skip
@@ -229,10 +230,6 @@ def train(
     if model not in ALL_MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
     task = TASKS[dataset]
-    config = TrainConfig(  # checks the settings before the data are read
-        max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
-        max_events=max_events, ema_decay=ema_decay or None,
-    )  # fmt: skip
     data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
     chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
