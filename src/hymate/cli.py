@@ -48,6 +48,14 @@ def friendly_errors(command):
     return wrapper
 
 
+def _view(task, data_dir, cache_dir, download=False, progress=True, require_labels=True):
+    """The task's view of its dataset (prepared or loaded from the cache)."""
+    from hymate.data.store import load_dataset
+
+    data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=progress, require_labels=require_labels)
+    return task.view(data)
+
+
 @app.command()
 @friendly_errors
 def prepare(
@@ -60,10 +68,11 @@ def prepare(
     splits_dir: Annotated[Path | None, typer.Option(help="Where split files go (default: <cache>/splits).")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Read a dataset's raw files into the event model, cache it, and write its split files."""
+    """Read a dataset's raw files into the event model, cache it, and write the split files of its tasks."""
     from hymate.data.store import cache_dir as resolve_cache
     from hymate.data.store import load_dataset
-    from hymate.tasks.splits import PROTOCOLS, make_splits
+    from hymate.tasks.registry import tasks_of
+    from hymate.tasks.splits import make_splits
 
     start = time.perf_counter()
     data = load_dataset(dataset, data_dir, cache_dir, download=download, force=force, progress=not quiet)
@@ -71,20 +80,20 @@ def prepare(
     report = data.report
     console.print(
         f"[bold]{dataset}[/]: {report.get('records_read', '?'):,} records read -> {data.stays.height:,} stays, "
-        f"{data.events.height:,} events, {data.labels.height:,} labels ({elapsed:.1f} s)"
+        f"{data.events.height:,} events, {data.labels.height:,} label rows ({elapsed:.1f} s)"
     )
     _print_exclusions(report)
-    if dataset == "physionet2019":  # splits are drawn per task by `hymate train physionet2019 --task ...`
-        septic = sum(v["septic_stays"] for v in report["per_set"].values())
-        console.print(f"{septic:,} septic stays; hourly labels kept. Split files are drawn by `hymate train {dataset} --task sepsis-online|sepsis-stay`.")
-        return
     out = splits_dir or resolve_cache(cache_dir) / "splits"
-    table = Table("protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
-    for protocol in PROTOCOLS:
-        for split in make_splits(data, protocol, seed):
-            split.save(out)
-            table.add_row(protocol, str(split.index), f"{len(split.train):,}", f"{len(split.val):,}",
-                          f"{len(split.test):,}", split.sha256[:16])  # fmt: skip
+    table = Table("task", "protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
+    for task in tasks_of(dataset):
+        view = task.view(data)
+        for reason, entry in view.report["task"].get("excluded_stays", {}).items():
+            console.print(f"{task.short}: {entry['count']:,} stays left out ({reason})")
+        for protocol in task.protocols:
+            for split in make_splits(view, task, protocol, seed):
+                split.save(out)
+                table.add_row(task.short, protocol, str(split.index), f"{len(split.train):,}", f"{len(split.val):,}",
+                              f"{len(split.test):,}", split.sha256[:16])  # fmt: skip
     console.print(table)
 
 
@@ -92,38 +101,42 @@ def prepare(
 @friendly_errors
 def describe(
     dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. physionet2012.")],
+    task_name: Annotated[str | None, typer.Option("--task", help="Describe this task's view (default: the dataset's first task).")] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     download: Download = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Print counts, label rate, events per stay, variables and missingness of a dataset."""
+    """Print counts, labels, events per stay, variables and missingness of a task's view of a dataset."""
     from hymate.data.describe import describe as summarise
-    from hymate.data.store import load_dataset
+    from hymate.data.samples import at_last_prediction
+    from hymate.tasks.registry import get_task
 
-    data = load_dataset(dataset, data_dir, cache_dir, download=download, progress=not quiet)
-    hourly = None
-    if dataset == "physionet2019":  # hourly labels: summarise one label per stay (sepsis at any hour)
-        from hymate.data.physionet2019 import with_stay_labels
-
-        hourly = data.labels
-        data = with_stay_labels(data)
-    s = summarise(data)
-    if hourly is not None:
-        s["hourly_labels"] = {"rows": hourly.height, "positive": int(hourly.get_column("label").sum())}
-    console.print(
-        f"[bold]{s['dataset']}[/]: {s['stays']:,} stays, {s['events']:,} events, "
-        f"{s['positives']:,}/{s['labelled_stays']:,} positive labels ({100 * s['label_rate']:.2f} %)"
-    )
-    groups = Table("group", "stays", "positives", "rate %", "events", title="by source group")
-    for g in s["groups"]:
-        rate = 100 * (g["positives"] or 0) / g["stays"]
-        groups.add_row(g["split_group"], f"{g['stays']:,}", f"{g['positives'] or 0:,}", f"{rate:.2f}", f"{g['events']:,}")
-    if hourly is not None:
-        h = s["hourly_labels"]
-        console.print(f"hourly labels: {h['positive']:,}/{h['rows']:,} hours positive ({100 * h['positive'] / max(h['rows'], 1):.2f} %)")
-    console.print(groups)
+    task = get_task(dataset, task_name)
+    view = _view(task, data_dir, cache_dir, download, not quiet)
+    rows = view.labels
+    s = summarise(at_last_prediction(view) if task.label_type == "binary" else view)
+    s["task"] = {"name": task.name, "label_type": task.label_type, "rule": task.label_rule, "label_rows": rows.height,
+                 "excluded_stays": view.report["task"].get("excluded_stays", {})}  # fmt: skip
+    console.print(f"[bold]{task.name}[/] ({task.label_type}): {s['stays']:,} stays, {s['events']:,} events, "
+                  f"{rows.height:,} predictions; {task.label_rule}")  # fmt: skip
+    y = rows.get_column("label").drop_nulls()
+    if task.label_type == "binary":
+        console.print(f"label 1 ({task.positive_label}): {int(y.sum()):,}/{len(y):,} predictions ({100 * y.mean():.2f} %)")
+    elif task.label_type == "multiclass":
+        counts = y.value_counts().sort("label")
+        console.print("classes: " + ", ".join(f"{task.classes[int(k)]}: {n:,}" for k, n in counts.iter_rows()))
+    else:
+        console.print(f"label: mean {y.mean():.3f}, median {y.median():.3f}, min {y.min():.3f}, max {y.max():.3f}")
+    for reason, entry in s["task"]["excluded_stays"].items():
+        console.print(f"left out: {entry['count']:,} stays ({reason})")
+    if task.label_type == "binary":
+        groups = Table("group", "stays", "positives", "rate %", "events", title="by source group")
+        for g in s["groups"]:
+            rate = 100 * (g["positives"] or 0) / g["stays"]
+            groups.add_row(g["split_group"], f"{g['stays']:,}", f"{g['positives'] or 0:,}", f"{rate:.2f}", f"{g['events']:,}")
+        console.print(groups)
     pct = Table(*s["events_per_stay"].keys(), title="events per stay")
     pct.add_row(*(f"{v:,.0f}" for v in s["events_per_stay"].values()))
     console.print(pct)
@@ -137,58 +150,87 @@ def describe(
     for name, frac in s["statics_missing_frac"].items():
         statics.add_row(name, f"{100 * frac:.1f}")
     console.print(statics)
-    _print_exclusions(data.report)
+    _print_exclusions(view.report)
     if json_out:
         json_out.write_text(json.dumps(s, indent=1, default=str))
         console.print(f"summary written to {json_out}")
-
-
-def checkpoint_task(meta: dict, tasks: dict):
-    """The stay-level task a checkpoint was trained for, or one clear error."""
-    name = meta.get("task")
-    if name in tasks:
-        return tasks[name]
-    if isinstance(name, str) and name.startswith("physionet2019-sepsis"):
-        raise HymateError(
-            f"this checkpoint is for {name}; evaluate, predict and explain handle PhysioNet 2012 mortality "
-            "checkpoints so far (a sepsis run's test metrics and predictions are in the run folder beside its checkpoint)"
-        )
-    raise HymateError(f"checkpoint task {name!r} is unknown to this version of hymate (known: {', '.join(sorted(tasks))})")
 
 
 def parse_int_list(text: str) -> list[int]:
     try:
         if "-" in text and "," not in text:
             lo, hi = (int(x) for x in text.split("-"))
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise typer.BadParameter(f"seeds must look like '0,1,2' or '0-4', got {text!r}") from None
+        raise typer.BadParameter(f"expected a list such as '0,1,2' or a range such as '0-4', got {text!r}") from None
+    if not values:
+        raise typer.BadParameter(f"{text!r} selects nothing (a range goes up: '0-4')")
+    return values
+
+
+# Options of `hymate train` that set TrainConfig fields; None means "the task's recipe, else TrainConfig's default".
+NEURAL_SETTINGS = ("max_epochs", "batch_size", "lr", "warmup_epochs", "patience", "ema_decay", "max_events",
+                   "train_hours_per_stay", "variable_dropout")  # fmt: skip
+
+
+def resolve_training(task, model: str, given: dict, model_options: dict):
+    """TrainConfig from the options given, the task's recipe and TrainConfig's defaults; an option that
+    does not apply to the chosen task and model is rejected with a message, never ignored."""
+    from hymate.models.registry import ALL_MODELS, TABULAR, model_option_names
+    from hymate.train.module import training_config
+
+    if model not in ALL_MODELS:
+        raise HymateError(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
+    flag = lambda name: "--" + {"max_epochs": "epochs", "n_mamba_layers": "mamba-layers", "n_channel_layers": "channel-layers"}.get(name, name).replace("_", "-")  # noqa: E731
+    if model in TABULAR:
+        wrong = [flag(k) for k, v in {**given, **model_options}.items() if v is not None]
+        if wrong:
+            raise HymateError(f"{', '.join(wrong)} set training of neural models; {model} has no such setting")
+    else:
+        unknown = [flag(k) for k, v in model_options.items() if v is not None and k not in model_option_names(model)]
+        if unknown:
+            raise HymateError(f"{', '.join(unknown)} do not apply to the {model} model")
+    return training_config(task, model, given)
+
+
+def check_task_options(task, view, given: dict) -> None:
+    """Options that depend on how many predictions a stay has."""
+    from hymate.train.estimators import many_per_stay
+
+    many = many_per_stay(view) and task.lookback_hours is None
+    if many and given.get("max_events") is not None:
+        raise HymateError(f"--max-events caps samples with one prediction time; {task.name} scores every prediction "
+                          "time of a stay in one pass and reads all events up to each")  # fmt: skip
+    if not many and given.get("train_hours_per_stay") is not None:
+        raise HymateError(f"--train-hours-per-stay samples the prediction times of a stay; {task.name} has one per stay")
 
 
 @app.command()
 @friendly_errors
 def train(
-    dataset: Annotated[str, typer.Argument(help="Dataset (its default task), e.g. physionet2012.")] = "physionet2012",
-    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5 (physionet2019: kfold5, a2b, splits5).")] = "strats",
-    task_name: Annotated[str, typer.Option("--task", help="physionet2019 only: sepsis-online or sepsis-stay.")] = "sepsis-online",
+    dataset: Annotated[str, typer.Argument(help="Dataset (or a task's full name), e.g. physionet2012.")] = "physionet2012",
+    task_name: Annotated[str | None, typer.Option("--task", help="Task of the dataset (default: its first): physionet2012: mortality, los-3d, los-days, los-bands; physionet2019: sepsis-online, sepsis-stay.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Split protocol (default: the task's first): strats, splits5, kfold5, a2b.")] = None,
     seeds: Annotated[str, typer.Option(help="Model seeds, e.g. '0,1,2' or '0-4'.")] = "0",
     splits: Annotated[str | None, typer.Option(help="Split indices to run (default: all of the protocol).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder for runs and the summary.")] = Path("runs/hymate"),
-    model: Annotated[str, typer.Option(help="hymate, or a baseline/ablation: mamba, hymate-events, strats, grud, lightgbm, logreg.")] = "hymate",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
-    batch_size: Annotated[int, typer.Option(help="Stays per batch.")] = 32,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW; default 1e-3, physionet2019 3e-3).")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up before the cosine decay, in epochs (default 1, physionet2019 0.25).")] = None,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
-    ema_decay: Annotated[float | None, typer.Option(help="Decay of the weight moving average (0: off; default 0.998, physionet2019 0.99).")] = None,
+    model: Annotated[str, typer.Option(help="hymate, or a baseline/ablation: mamba, hymate-events, hymate-stats, strats, grud, lightgbm, logreg.")] = "hymate",
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default 15).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Stays per batch (default 32).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate, AdamW (default: the task's recipe, else 1e-3).")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Linear warm-up before the cosine decay, in epochs (default: the task's recipe, else 1).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience in epochs (default 5).")] = None,
+    ema_decay: Annotated[float | None, typer.Option(help="Decay of the weight moving average (0: off; default: the task's recipe, else 0.998).")] = None,
+    variable_dropout: Annotated[float | None, typer.Option(help="Probability of removing all of a variable's events from a training sample (default 0.2).")] = None,
     d_model: Annotated[int | None, typer.Option(help="Model width (default: the model's own).")] = None,
     mamba_layers: Annotated[int | None, typer.Option(help="Mamba blocks (default: the model's own).")] = None,
     channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
-    max_events: Annotated[int, typer.Option(help="Most recent events kept per stay.")] = 880,
-    recompute_context: Annotated[bool, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = False,
-    train_hours_per_stay: Annotated[int, typer.Option(help="sepsis-online: train on every positive and up to N random negative hours per stay and step (0: all).")] = 8,
-    query_time: Annotated[bool | None, typer.Option(help="physionet2019: the model also reads the prediction hour (sepsis-online) or the time its record ends (sepsis-stay). Default: on.")] = None,
+    max_events: Annotated[int | None, typer.Option(help="Most recent events kept of a sample with one prediction time (default 880).")] = None,
+    recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = None,
+    train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (default: the task's recipe, else all).")] = None,
+    query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).")] = None,
     train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
@@ -198,54 +240,40 @@ def train(
     download: Download = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train HyMaTE, select on validation, and report test metrics with CIs (one folder per run)."""
+    """Train a model on a task, select on validation, and report test metrics with CIs (one folder per run)."""
     from hymate.data.store import cache_dir as resolve_cache
-    from hymate.data.store import load_dataset
-    from hymate.models.registry import ALL_MODELS
-    from hymate.tasks.mortality import TASKS
+    from hymate.tasks.registry import get_task
     from hymate.tasks.splits import load_or_make_splits, subsample
-    from hymate.train.module import TrainConfig
     from hymate.train.run import run_experiment
-    from hymate.train.sepsis import SEPSIS_TRAINING
 
-    # What is not given comes from the dataset's recipe: P19's (measured there), else TrainConfig's.
-    recipe = SEPSIS_TRAINING if dataset == "physionet2019" else {k: getattr(TrainConfig, k) for k in SEPSIS_TRAINING}
-    given_recipe = {"lr": lr, "warmup_epochs": warmup_epochs, "ema_decay": ema_decay}
-    lr, warmup_epochs, ema_decay = (recipe[k] if v is None else v for k, v in given_recipe.items())
-    config = TrainConfig(  # checks the settings before any data are read; P12 ignores train_hours_per_stay
-        max_epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, patience=patience,
-        max_events=max_events, ema_decay=ema_decay or None, train_hours_per_stay=train_hours_per_stay or None,
-    )  # fmt: skip
-    if dataset == "physionet2019":  # the sepsis tasks (hymate.train.sepsis)
-        from hymate.train.sepsis import train_command
-
-        given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
-                 "query_time": query_time, "recompute_context": recompute_context or None}  # fmt: skip
-        train_command(console, task_name, protocol, model, parse_int_list(seeds), splits and parse_int_list(splits), out,
-                      config, {k: v for k, v in given.items() if v is not None}, train_stays, eval_stays, split_seed,
-                      resume, data_dir, cache_dir, not quiet)  # fmt: skip
-        return
-    if dataset not in TASKS:
-        raise HymateError(f"no task for dataset {dataset!r}; known: {', '.join(sorted(TASKS))}")
-    if model not in ALL_MODELS:
-        raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(ALL_MODELS)}")
-    task = TASKS[dataset]
-    data = load_dataset(task.dataset, data_dir, cache_dir, download=download, progress=not quiet)
-    chosen = load_or_make_splits(data, protocol, split_seed, resolve_cache(cache_dir) / "splits")
+    task = get_task(dataset, task_name)
+    given = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup_epochs": warmup_epochs, "patience": patience,
+             "ema_decay": ema_decay, "max_events": max_events, "train_hours_per_stay": train_hours_per_stay,
+             "variable_dropout": variable_dropout}  # fmt: skip
+    options = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
+               "recompute_context": recompute_context, "query_time": query_time}  # fmt: skip
+    config = resolve_training(task, model, given, options)  # checks the settings before any data are read
+    seed_list = parse_int_list(seeds)
+    protocol = protocol or task.protocols[0]
+    view = _view(task, data_dir, cache_dir, download, not quiet)
+    check_task_options(task, view, given)
+    chosen = load_or_make_splits(view, task, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
         wanted = set(parse_int_list(splits))
+        unknown = sorted(wanted - {s.index for s in chosen})
+        if unknown:
+            raise HymateError(f"--splits {splits}: the {protocol} protocol has splits {', '.join(str(s.index) for s in chosen)}")
         chosen = [s for s in chosen if s.index in wanted]
     if train_stays or eval_stays:
         chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
-    given = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
-             "recompute_context": recompute_context or None}  # fmt: skip
-    overrides = {k: v for k, v in given.items() if v is not None}  # each model keeps its own defaults
-    rows = run_experiment(data, task, chosen, parse_int_list(seeds), overrides, config, out, not quiet, resume, model)
-    table = Table("protocol", "split", "seed", "AUROC", "AP", "AUPRC trapz", "min(Re,Pr)", "ECE", "wall s",
-                  title=f"{model} on {task.name} (test)")  # fmt: skip
+    model_options = {k: v for k, v in options.items() if v is not None}
+    rows = run_experiment(task, view, chosen, seed_list, model, config, out, model_options, not quiet, resume)
+    from hymate.evaluate.compare import HEADERS, table_metrics
+
+    metrics = table_metrics(rows)
+    table = Table("protocol", "split", "seed", *(HEADERS[k] for k in metrics), "wall s", title=f"{model} on {task.name} (test)")
     for r in rows:
-        table.add_row(r["protocol"], str(r["split"]), str(r["seed"]), f"{r['auroc']:.4f}", f"{r['ap']:.4f}",
-                      f"{r['auprc_trapz']:.4f}", f"{r['min_re_pr']:.4f}", f"{r['ece']:.4f}",
+        table.add_row(r["protocol"], str(r["split"]), str(r["seed"]), *(f"{r[k]:.4f}" for k in metrics),
                       "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}")  # fmt: skip
     console.print(table)
     console.print(f"reports in {out} (summary.md, and report/ in each run folder)")
@@ -254,10 +282,11 @@ def train(
 @app.command()
 @friendly_errors
 def benchmark(
-    dataset: Annotated[str, typer.Argument(help="Dataset (its default task), e.g. physionet2012.")] = "physionet2012",
-    protocol: Annotated[str, typer.Option(help="Split protocol: strats or splits5.")] = "strats",
+    dataset: Annotated[str, typer.Argument(help="Dataset (or a task's full name), e.g. physionet2012.")] = "physionet2012",
+    task_name: Annotated[str | None, typer.Option("--task", help="Task of the dataset (default: its first).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Split protocol (default: the task's first).")] = None,
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "hymate,mamba,hymate-events,strats,grud,lightgbm,logreg",
-    seeds: Annotated[str | None, typer.Option(help="Seeds (default: 0-4 for strats, 0 for splits5).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds (default: 0-4 for a protocol with one split, else 0).")] = None,
     splits: Annotated[str | None, typer.Option(help="Split indices (default: all of the protocol).")] = None,
     out: Annotated[Path, typer.Option(help="Benchmark folder: one subfolder per model, the tables in tables/<protocol>.")] = Path("runs/benchmark"),
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs of the neural models (default: train's).")] = None,
@@ -269,24 +298,29 @@ def benchmark(
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Run a grid of models x splits x seeds (each run in its own process), skipping finished runs,
-    and write the comparison table (Markdown, CSV, PNG)."""
+    """Run a grid of models x splits x seeds on any task (each run in its own process), skipping
+    finished runs, and write the comparison table (Markdown, CSV, PNG)."""
     import sys
 
     from rich.progress import Progress
 
-    from hymate.evaluate.compare import TABLE_METRICS, read_row, run_folder, write_comparison
+    from hymate.evaluate.compare import HEADERS, read_row, run_folder, table_metrics, write_comparison
     from hymate.models.registry import ALL_MODELS, TABULAR
+    from hymate.tasks.registry import get_task
+    from hymate.tasks.splits import PROTOCOLS
     from hymate.train.grid import GridRun, run_grid
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALL_MODELS]
     if unknown or not names:
         raise typer.BadParameter(f"unknown model(s) {', '.join(unknown) or '(none)'}; known: {', '.join(ALL_MODELS)}")
-    if protocol not in ("strats", "splits5"):
-        raise typer.BadParameter(f"protocol must be strats or splits5, got {protocol!r}")
-    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if protocol == "strats" else [0])
-    split_list = parse_int_list(splits) if splits else ([0] if protocol == "strats" else [0, 1, 2, 3, 4])
+    task = get_task(dataset, task_name)
+    protocol = protocol or task.protocols[0]
+    if protocol not in task.protocols:
+        raise HymateError(f"task {task.name} does not use the {protocol} protocol; its protocols: {', '.join(task.protocols)}")
+    one_split = PROTOCOLS[protocol].name in ("strats", "a2b")
+    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if one_split else [0])
+    split_list = parse_int_list(splits) if splits else ([0] if one_split else [0, 1, 2, 3, 4])
     jobs = [(m, k, s) for m in names for k in split_list for s in seed_list]
     passthrough = []
     for flag, value in (("--epochs", epochs), ("--train-stays", train_stays), ("--eval-stays", eval_stays),
@@ -300,16 +334,19 @@ def benchmark(
         todo = []
     runs = []
     for model, split, seed in todo:
-        cmd = [sys.executable, "-m", "hymate.cli", "train", dataset, "--protocol", protocol, "--model", model,
-               "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet", *passthrough]  # fmt: skip
+        model_flags = passthrough if model not in TABULAR else [f for i, f in enumerate(passthrough)
+                                                                if not (f == "--epochs" or (i and passthrough[i - 1] == "--epochs"))]  # fmt: skip
+        cmd = [sys.executable, "-m", "hymate.cli", "train", task.dataset, "--task", task.short, "--protocol", protocol,
+               "--model", model, "--seeds", str(seed), "--splits", str(split), "--out", str(out / model), "--quiet",
+               *model_flags]  # fmt: skip
         # LightGBM's OpenMP threads spin while they wait; on a shared machine that burns tens of
         # times the CPU of the fit itself, so tabular runs get passive waiting (set before start).
         env = {"OMP_WAIT_POLICY": "passive"} if model in TABULAR else {}
         runs.append(GridRun(f"{model} {protocol} split {split} seed {seed}", cmd, env))
     with Progress(console=console, disable=quiet or not todo) as bar:
-        task = bar.add_task("benchmark", total=len(todo))
-        run_grid(runs, parallel, on_start=lambda r: bar.update(task, description=r.label),
-                 on_done=lambda r: bar.advance(task))  # fmt: skip
+        progress_task = bar.add_task("benchmark", total=len(todo))
+        run_grid(runs, parallel, on_start=lambda r: bar.update(progress_task, description=r.label),
+                 on_done=lambda r: bar.advance(progress_task))  # fmt: skip
     rows = [read_row(run_folder(out, m, protocol, k, s)) for m, k, s in jobs]
     rows = [r for r in rows if r is not None]
     if collect_only and missing:
@@ -319,15 +356,34 @@ def benchmark(
         raise HymateError(f"no finished runs in {out} for this grid")
     # Tables in out/tables/<protocol>: out/<protocol> would share a folder with the STraTS model ("strats").
     tables = out / "tables" / protocol
-    lines = write_comparison(rows, names, tables, f"{dataset}, {protocol} protocol (test)")
-    table = Table("model", "runs", *(k for k in TABLE_METRICS), "s / epoch", "s / run", "peak MB", title=f"{dataset}, {protocol}")
+    lines = write_comparison(rows, names, tables, f"{task.name}, {protocol} protocol (test)")
+    metrics = table_metrics(rows)
+    table = Table("model", "runs", *(HEADERS[k] for k in metrics), "s / epoch", "s / run", "peak MB", title=f"{task.name}, {protocol}")
     for line in lines:
-        table.add_row(line["model"], str(line["runs"]), *(f"{line[k]:.4f} ± {line[k + '_sd']:.4f}" for k in TABLE_METRICS),
+        table.add_row(line["model"], str(line["runs"]), *(f"{line[k]:.4f} ± {line[k + '_sd']:.4f}" for k in metrics),
                       f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
                       f"{line['wall_s']:.0f}" if line["wall_s"] is not None else "-",
                       f"{line['peak_mb']:.0f}")  # fmt: skip
     console.print(table)
     console.print(f"tables in {tables} (table.md, table.csv, runs.csv, table.png)")
+
+
+def _checkpoint_split(task, view, meta: dict, cache_dir):
+    """The split a checkpoint was trained on: its split file, or drawn again and checked against the checkpoint."""
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.tasks.splits import Split, load_or_make_splits
+
+    folder = resolve_cache(cache_dir) / "splits"
+    path = folder / f"{meta['split']}.json"
+    if path.exists():
+        split = Split.load(path, view)
+    else:
+        name = meta["split"]
+        protocol, seed, index = name.split("-")[-3], int(name.split("-seed")[-1].split("-")[0]), int(name.split("-split")[-1])
+        split = next(s for s in load_or_make_splits(view, task, protocol, seed, folder) if s.index == index)
+    if split.sha256 != meta.get("split_sha256"):  # trained on a subsample (--train-stays): its parts are subsets of these
+        console.print(f"note: the checkpoint was trained on a subsample of {split.name}; using the split's full parts")
+    return split
 
 
 @app.command()
@@ -340,34 +396,38 @@ def evaluate(
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Re-evaluate a checkpoint on its own split's test (or validation) stays and write a report."""
-    from hymate.data.store import cache_dir as resolve_cache
-    from hymate.data.store import load_dataset
-    from hymate.evaluate.metrics import binary_metrics, bootstrap_ci
-    from hymate.evaluate.report import write_report
-    from hymate.serve.predict import score_stays
-    from hymate.tasks.mortality import TASKS
-    from hymate.tasks.splits import Split
-    from hymate.train.checkpoint import load_checkpoint
+    """Re-evaluate a checkpoint of any task on its own split's test (or validation) stays and write a report."""
+    import numpy as np
+    import polars as pl
+
+    from hymate.evaluate.metrics import METRICS_BY_TYPE
+    from hymate.evaluate.report import METRIC_LABELS, write_report
+    from hymate.evaluate.scores import decision_metrics, evaluate_rows
+    from hymate.serve.predict import score
+    from hymate.train.estimators import load_checkpoint
 
     if part not in ("test", "val"):
         raise HymateError(f"--part must be test or val, got {part!r}")
-    model, normalizer, meta = load_checkpoint(checkpoint)
-    task = checkpoint_task(meta, TASKS)
-    data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet)
-    split_path = resolve_cache(cache_dir) / "splits" / f"{meta['split']}.json"
-    if not split_path.exists():
-        raise HymateError(f"split file {split_path} not found: run `hymate prepare {task.dataset}` first")
-    split = Split.load(split_path, data)
-    frame, _ = score_stays(model, normalizer, meta, data, getattr(split, part))
-    y, p = frame.get_column("label").to_numpy(), frame.get_column("probability").to_numpy()
-    metrics, ci = binary_metrics(y, p), bootstrap_ci(y, p)
+    estimator, task, meta = load_checkpoint(checkpoint)
+    view = _view(task, data_dir, cache_dir, progress=not quiet)
+    split = _checkpoint_split(task, view, meta, cache_dir)
+    frame, _ = score(estimator, task, meta, view, getattr(split, part), progress=not quiet)
+    labelled = frame.filter(pl.col("label").is_not_null())
+    y, ids = labelled.get_column("label").to_numpy(), labelled.get_column("stay_id").to_numpy()
+    kind = task.label_type
+    pred = {"binary": lambda: labelled.get_column("probability").to_numpy(),
+            "multiclass": lambda: labelled.select(pl.col(f"p_{k}") for k in range(len(task.classes))).to_numpy(),
+            "regression": lambda: labelled.get_column("prediction").to_numpy()}[kind]()  # fmt: skip
+    metrics, ci = evaluate_rows(kind, y, pred, ids, n_boot=1000 if len(np.unique(ids)) == len(ids) else 200)
+    if meta.get("decision"):
+        metrics.update(decision_metrics(meta["decision"], ids, y, pred))
     folder = out or Path(checkpoint).parent / f"evaluation-{part}"
-    write_report(folder, f"{meta['model']} on {task.name}, {split.name} ({part})", frame.get_column("stay_id").to_numpy(),
-                 y, p, metrics, ci, {"checkpoint": str(checkpoint), "split": split.name})  # fmt: skip
-    table = Table("metric", "value", "95 % CI", title=f"{split.name} ({part}, {len(y):,} stays)")
-    for key, (lo, hi) in ci.items():
-        table.add_row(key, f"{metrics[key]:.4f}", f"{lo:.4f} to {hi:.4f}")
+    write_report(folder, f"{meta['model']} on {task.name}, {split.name} ({part})", task, frame, metrics, ci,
+                 {"checkpoint": str(checkpoint), "split": split.name})  # fmt: skip
+    table = Table("metric", "value", "95 % CI", title=f"{task.name}, {split.name} ({part}, {len(np.unique(ids)):,} stays, {len(y):,} predictions)")
+    for key in (*METRICS_BY_TYPE[kind], *(["utility"] if "utility" in metrics else [])):
+        lo, hi = ci.get(key, (float("nan"), float("nan")))
+        table.add_row(METRIC_LABELS.get(key, key), f"{metrics[key]:.4f}", f"{lo:.4f} to {hi:.4f}")
     console.print(table)
     console.print(f"report in {folder}")
 
@@ -381,21 +441,19 @@ def predict(
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Score stays from a checkpoint alone: calibrated risk and the variables that drove it."""
-    from hymate.data.store import load_dataset
-    from hymate.serve.predict import score_stays
-    from hymate.tasks.mortality import TASKS
-    from hymate.train.checkpoint import load_checkpoint
+    """Score stays from a checkpoint alone: one row per prediction time of the checkpoint's task
+    (one per stay at 48 h for P12, one per stay-hour for online sepsis), with calibrated predictions."""
+    from hymate.serve.predict import score
+    from hymate.train.estimators import load_checkpoint
 
-    model, normalizer, meta = load_checkpoint(checkpoint)
-    task = checkpoint_task(meta, TASKS)
-    data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
-    frame, unknown = score_stays(model, normalizer, meta, data)
+    estimator, task, meta = load_checkpoint(checkpoint)
+    view = _view(task, data_dir, cache_dir, progress=not quiet, require_labels=False)
+    frame, unknown = score(estimator, task, meta, view, progress=not quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out) if out.suffix == ".csv" else frame.write_parquet(out)
     if unknown:
         console.print(f"[yellow]note:[/] {unknown:,} events of variables the model never saw were left out")
-    console.print(f"{frame.height:,} stays scored -> {out}")
+    console.print(f"{frame.get_column('stay_id').n_unique():,} stays, {frame.height:,} predictions -> {out}")
 
 
 @app.command()
@@ -406,7 +464,8 @@ def explain(
     cohort: Annotated[bool, typer.Option("--cohort", help="Explain a cohort: global importance, attention map, deletion test.")] = False,
     part: Annotated[str, typer.Option(help="Cohort stays: test or val of the checkpoint's split, or all stays in the data.")] = "test",
     max_stays: Annotated[int | None, typer.Option(help="Cohort: a random subset of this many stays (seeded).")] = None,
-    deletion: Annotated[bool, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times).")] = True,
+    deletion: Annotated[bool, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times; binary tasks).")] = True,
+    target_class: Annotated[int | None, typer.Option("--class", help="Multiclass tasks: the class whose logit is explained (default: the last).")] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps (Gauss-Legendre).")] = 8,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <checkpoint>/../explain).")] = None,
     data_dir: DataDir = None,
@@ -414,16 +473,14 @@ def explain(
     quiet: Quiet = False,
 ) -> None:
     """Why a prediction: per-stay or cohort variable importance (attention and Integrated
-    Gradients), event timeline, channel-attention map; PNG figures and a self-contained HTML report."""
+    Gradients), event timeline, channel-attention map; PNG figures and a self-contained HTML report.
+    A stay is explained at its last prediction time (its whole stay for online tasks)."""
     import numpy as np
 
-    from hymate.data.store import cache_dir as resolve_cache
-    from hymate.data.store import load_dataset
-    from hymate.explain.importance import require_channel_importance
+    from hymate.data.samples import at_last_prediction
+    from hymate.explain.importance import OneOutput, require_channel_importance
     from hymate.explain.report import explain_cohort, explain_stay
-    from hymate.tasks.mortality import TASKS
-    from hymate.tasks.splits import Split
-    from hymate.train.checkpoint import load_checkpoint
+    from hymate.train.estimators import load_checkpoint
 
     if not stay and not cohort:
         raise typer.BadParameter("give --stay ID (one or more) or --cohort")
@@ -431,32 +488,39 @@ def explain(
         raise HymateError(f"--part must be test, val or all, got {part!r}")
     if ig_steps < 1:
         raise HymateError(f"--ig-steps must be at least 1, got {ig_steps}")
-    tabular = [f for f in ("lightgbm.txt", "logreg.joblib", "features.json") if (Path(checkpoint) / f).exists()]
-    if tabular:
-        raise HymateError(f"{checkpoint} holds a tabular model ({tabular[0]}), which has no attention to explain; "
+    estimator, task, meta = load_checkpoint(checkpoint)
+    if estimator.kind != "neural":
+        raise HymateError(f"{checkpoint} holds a tabular model ({meta['model']}), which has no attention to explain; "
                           "explanations need a HyMaTE checkpoint")  # fmt: skip
-    model, normalizer, meta = load_checkpoint(checkpoint)
-    require_channel_importance(model, meta)
-    task = checkpoint_task(meta, TASKS)
+    require_channel_importance(estimator.model, meta)
+    if task.label_type != "multiclass" and target_class is not None:
+        raise HymateError(f"--class applies to multiclass tasks; {task.name} is {task.label_type}")
+    output = 0
+    if task.label_type == "multiclass":
+        output = len(task.classes) - 1 if target_class is None else target_class
+        if not 0 <= output < len(task.classes):
+            raise HymateError(f"--class must be 0..{len(task.classes) - 1} ({', '.join(task.classes)}), got {output}")
+    model = OneOutput(estimator.model, output)
+    info = {**meta, "explained_output": task.classes[output] if task.classes else task.positive_label,
+            "positive_label": task.positive_label}  # fmt: skip
+    if task.label_type != "binary":
+        deletion = False  # the deletion test measures AUROC against binary labels
     folder = out or Path(checkpoint).parent / "explain"
+    view = _view(task, data_dir, cache_dir, progress=not quiet, require_labels=not stay or cohort)
+    data = at_last_prediction(view, task.lookback_hours)
     if stay:
-        data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet, require_labels=False)
         for stay_id in stay:
-            written = explain_stay(model, normalizer, meta, data, stay_id, folder / f"stay-{stay_id}", ig_steps)
+            written = explain_stay(model, estimator.normalizer, info, data, stay_id, folder / f"stay-{stay_id}", ig_steps)
             console.print(f"stay {stay_id}: {written['html']}")
     if cohort:
-        data = load_dataset(task.dataset, data_dir, cache_dir, progress=not quiet)
         if part == "all":
             ids = data.stay_ids
         else:
-            split_path = resolve_cache(cache_dir) / "splits" / f"{meta['split']}.json"
-            if not split_path.exists():
-                raise HymateError(f"split file {split_path} not found: run `hymate prepare {task.dataset}` first, or use --part all")
-            ids = list(getattr(Split.load(split_path, data), part))
+            ids = list(getattr(_checkpoint_split(task, view, meta, cache_dir), part))
         if max_stays is not None and max_stays < len(ids):
             ids = sorted(np.random.default_rng(0).choice(np.asarray(ids), max_stays, replace=False).tolist())
         say = None if quiet else (lambda message: console.print(f"  {message}"))
-        result = explain_cohort(model, normalizer, meta, data, ids, folder / f"cohort-{part}", ig_steps,
+        result = explain_cohort(model, estimator.normalizer, info, data, ids, folder / f"cohort-{part}", ig_steps,
                                 deletion=deletion, progress=say)  # fmt: skip
         table = Table("rank", *(m.replace("_", " ") for m in result["top"]), title=f"top variables over {len(ids):,} stays")
         for r, names in enumerate(zip(*result["top"].values(), strict=True)):

@@ -94,3 +94,50 @@ def test_second_load_is_served_from_cache(p12, real_data, real_cache, monkeypatc
     assert again.report["cache_key"] == p12.report["cache_key"]
     assert again.events.equals(p12.events) and again.statics.equals(p12.statics)
     assert again.labels.equals(p12.labels) and again.stays.equals(p12.stays)
+
+
+def _hand_outcomes(real_data) -> dict[int, tuple[str, dict]]:
+    """Outcomes-{a,b,c}.txt read with csv from the archive: RecordID -> (set, {column: int or None})."""
+    archive = real_data / "physionet2012" / "physionet-challenge-2012.tar.gz"
+    rows = {}
+    with tarfile.open(archive) as tar:
+        for m in tar:
+            name = m.name.split("/")[-1]
+            if m.isfile() and name.startswith("Outcomes-"):
+                for row in csv.DictReader(io.StringIO(tar.extractfile(m).read().decode())):
+                    values = {c: int(row[c]) if row[c].strip() else None for c in physionet2012.OUTCOME_VALUES}
+                    rows[int(row["RecordID"])] = (name[len("Outcomes-")], values)
+    return rows
+
+
+def test_outcome_values_match_a_hand_count(p12, real_data):
+    hand = _hand_outcomes(real_data)
+    kept = {rid: v for rid, v in hand.items() if rid not in NO_TIME_SERIES}
+    assert len(hand) == 12_000 and len(kept) == 11_988
+    los = {s: [v["Length_of_stay"] for g, v in kept.values() if g == s] for s in "abc"}
+    stays = p12.stays
+    for s in "abc":
+        got = stays.filter(pl.col("split_group") == s).get_column("length_of_stay")
+        assert (got == -1).sum() == sum(v == -1 for v in los[s]), s
+        assert (got < 0).sum() == sum(v is not None and v < 0 for v in los[s]), s
+        assert got.null_count() == sum(v is None for v in los[s]) == 0, s
+    assert [sum(v == -1 for v in los[s]) for s in "abc"] == [57, 48, 52]  # 167 in the files, 10 of them no-series stays
+    set_a = stays.filter(pl.col("split_group") == "a").get_column("length_of_stay")
+    assert set_a.sum() == sum(los["a"]) == 53_770  # -1 values included, as stored
+    # Every value of every stay, as given.
+    columns = list(physionet2012.OUTCOME_VALUES.values())
+    got = {r[0]: r[1:] for r in stays.select("stay_id", *columns).iter_rows()}
+    assert got == {rid: tuple(v.values()) for rid, (_, v) in kept.items()}
+    # The report's summary counts the same.
+    summary = p12.report["outcomes"]
+    for column, name in physionet2012.OUTCOME_VALUES.items():
+        values = [v[column] for _, v in kept.values()]
+        known = [x for x in values if x is not None and x != -1]
+        assert summary[name] == {
+            "missing": sum(x is None for x in values),
+            "minus_one": sum(x == -1 for x in values),
+            "other_negative": sum(x < 0 for x in known),
+            "min": min(known),
+            "max": max(known),
+        }, name
+    assert summary["survival"]["other_negative"] == 1  # RecordID 146178: Survival -23

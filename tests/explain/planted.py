@@ -6,10 +6,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from hymate.data.augment import drop_variables
 from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
 from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
-from hymate.models.hymate import HyMaTE, HyMaTEConfig, drop_variables
+from hymate.models.hymate import HyMaTE, HyMaTEConfig
 
 VARIABLES = ["A", "B", "C", "D", "E", "F", "G", "H"]
 PLANTED = ("C", "F")  # the label is sign(mean C + mean F); the other variables are noise

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from hymate.data.augment import drop_variables
 from hymate.data.batching import EventBatch
-from hymate.models.hymate import HyMaTE, HyMaTEConfig, drop_variables
+from hymate.models.hymate import HyMaTE, HyMaTEConfig
 
 V, S = 6, 3
 
@@ -180,7 +181,7 @@ def test_mamba_only_ablation_has_no_channel_path_and_stays_padding_invariant():
 
 
 def test_channel_stats_match_a_loop_over_each_stays_events():
-    from hymate.models.hymate import channel_stats
+    from hymate.nn.layers import channel_stats
 
     batch = make_batch([9, 4, 12], seed=3, width=15)
     batch.values[~batch.mask] = 50.0  # padding must never leak into a statistic

@@ -8,11 +8,12 @@ import polars as pl
 import pytest
 import torch
 
+from hymate.data.augment import drop_variables
 from hymate.data.batching import EventBatch
 from hymate.data.hourly import HourlyDataset, collate_hourly, prefix_counts
 from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
-from hymate.models.hymate import HyMaTE, HyMaTEConfig, drop_variables
+from hymate.models.hymate import HyMaTE, HyMaTEConfig
 from hymate.train.online import predict_hourly
 from tests.models.test_hymate import S, V, make_batch, rows
 

@@ -5,6 +5,10 @@ HH:MM since ICU admission, first 48 h) and ``Outcomes-{a,b,c}.txt``. The first l
 record are descriptors at 00:00 (RecordID, Age, Gender, Height, ICUType, Weight); -1 means
 missing. Later Weight lines are time-series measurements.
 
+Outcomes: In-hospital_death becomes the label; SAPS-I, SOFA, Length_of_stay and Survival are kept
+as given (nullable Int64, -1 included) in the ``stays`` table as ``saps_i``, ``sofa``,
+``length_of_stay`` and ``survival`` (see OUTCOME_VALUES), and summarised in ``report["outcomes"]``.
+
 Parsing is vectorised: every record's lines are tagged with the record's index and parsed in
 one Polars frame, so 12,000 files (5.3 M lines) take seconds. Nothing is dropped silently:
 every rejected line is counted by reason, with examples, in ``EventData.report``.
@@ -23,7 +27,7 @@ from hymate.data.sources import Source
 from hymate.errors import DataError, DataNotFoundError
 
 NAME = "physionet2012"
-READER_VERSION = 1  # bump when parsing changes, so cached preparations are rebuilt
+READER_VERSION = 2  # bump when parsing changes, so cached preparations are rebuilt
 WINDOW_HOURS = 48.0
 SETS = ("a", "b", "c")
 
@@ -35,6 +39,15 @@ TIME_SERIES_VARIABLES = (
 )  # fmt: skip
 DESCRIPTORS = ("Age", "Gender", "Height", "ICUType", "Weight")
 OUTCOME_COLUMNS = ("RecordID", "SAPS-I", "SOFA", "Length_of_stay", "Survival", "In-hospital_death")
+# Outcome columns kept per stay, as given (no rule applied): file column -> stays column (Int64).
+# PhysioNet: Length_of_stay = days from ICU admission to the end of hospitalisation; Survival = days
+# from ICU admission to a recorded death (in or out of hospital), -1 if none was recorded (a
+# survivor). The description says neither is ever 0 or 1 (stays < 48 h were excluded) and gives no
+# meaning to Length_of_stay = -1, yet the released files have Length_of_stay -1 (167 stays, all
+# in-hospital survivors) and 1 (5 stays), Survival 0 and 1, one Survival of -23, and -1 in
+# SAPS-I / SOFA (score not available). Tasks state their own rule for these; the reader only counts.
+OUTCOME_VALUES = {"SAPS-I": "saps_i", "SOFA": "sofa", "Length_of_stay": "length_of_stay", "Survival": "survival"}
+UNKNOWN_OUTCOME = -1
 
 # Hard physiological limits. A value outside is a recording error (e.g. Temp -17.8, a 0 degF
 # conversion; pH 735 for 7.35) and is dropped and counted, not learned from.
@@ -248,13 +261,14 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
     outcomes = _read_outcomes(raw.outcomes, source, require_labels)
     outcome_sets = sorted(raw.outcomes)
     in_labelled_sets = pl.col("split_group").is_in(outcome_sets)
-    joined = stays.join(outcomes.select("stay_id", "label"), on="stay_id", how="left")
+    values = list(OUTCOME_VALUES.values())
+    joined = stays.join(outcomes.select("stay_id", "label", *values), on="stay_id", how="left")
     unlabelled = joined.filter(pl.col("label").is_null() & in_labelled_sets)
     if unlabelled.height:
         excluded["no outcome in Outcomes file"] = sorted(unlabelled.get_column("stay_id").to_list())
     stays = joined.filter(pl.col("label").is_not_null() | ~in_labelled_sets).drop("label").sort("stay_id")
     labels = (
-        stays.join(outcomes, on="stay_id", how="inner")
+        stays.join(outcomes.select("stay_id", "label"), on="stay_id", how="inner")
         .select("stay_id", pl.lit(WINDOW_HOURS).alias("prediction_time"), "label")
         .sort("stay_id")
     )
@@ -277,6 +291,7 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
         "events": events.height,
         "outcomes_per_set": {g: {"records": r, "deaths": d} for g, r, d in per_set.iter_rows()},
         "outcome_rows_without_record": orphan.height,
+        "outcomes": _outcome_summary(stays),
         "excluded_stays": {k: {"count": len(v), "ids": v[:50]} for k, v in excluded.items()},
         "skipped_lines": skipped,
         # Every line read is in exactly one of these buckets (tests check the sum).
@@ -306,9 +321,29 @@ def _drop_implausible(frame: pl.DataFrame, skip, kind: str) -> pl.DataFrame:
     return flagged.filter(~pl.col("_bad")).drop("_bad", "_lo", "_hi")
 
 
+def _outcome_summary(stays: pl.DataFrame) -> dict:
+    """Per kept stay and outcome column: nulls (no Outcomes row or an empty cell), -1s, other
+    negatives, and min / max of the remaining values (None when there are none)."""
+    summary = {}
+    for col in OUTCOME_VALUES.values():
+        values = stays.get_column(col)
+        known = values.filter(values.is_not_null() & (values != UNKNOWN_OUTCOME))
+        summary[col] = {
+            "missing": values.null_count(),
+            "minus_one": int((values == UNKNOWN_OUTCOME).sum()),
+            "other_negative": int((known < 0).sum()),
+            "min": known.min(),
+            "max": known.max(),
+        }
+    return summary
+
+
 def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> pl.DataFrame:
+    value_schema = dict.fromkeys(OUTCOME_VALUES.values(), pl.Int64)
     if not files and not required:
-        return pl.DataFrame(schema={"stay_id": pl.Int64, "label": pl.Boolean, "split_group": pl.String})
+        return pl.DataFrame(
+            schema={"stay_id": pl.Int64, "label": pl.Boolean, "split_group": pl.String, **value_schema}
+        )
     if not files:
         raise DataNotFoundError(
             f"no Outcomes-a/b/c.txt found under {source.root}: labels (In-hospital_death) come from them"
@@ -316,24 +351,39 @@ def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> p
     frames = []
     for group, data in sorted(files.items()):
         try:
-            frame = pl.read_csv(data, infer_schema=False)
+            text = pl.read_csv(data, infer_schema=False)
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"Outcomes-{group}.txt is not a readable CSV: {exc}") from None
-        missing = [c for c in ("RecordID", "In-hospital_death") if c not in frame.columns]
+        missing = [c for c in ("RecordID", "In-hospital_death") if c not in text.columns]
         if missing:
             raise DataError(f"Outcomes-{group}.txt lacks columns {missing}; expected {list(OUTCOME_COLUMNS)}")
-        frame = frame.select(
-            pl.col("RecordID").str.strip_chars().cast(pl.Int64, strict=False).alias("stay_id"),
-            pl.col("In-hospital_death").str.strip_chars().alias("raw_label"),
+        # An absent value column or an empty cell is a missing value (null); other text must be an integer.
+        text = text.select(
+            pl.col("RecordID", "In-hospital_death").str.strip_chars(),
+            *(
+                (pl.col(c).str.strip_chars() if c in text.columns else pl.lit(None, dtype=pl.String)).alias(c)
+                for c in OUTCOME_VALUES
+            ),
+        ).with_columns(pl.col(*OUTCOME_VALUES).replace("", None))  # fmt: skip
+        frame = text.select(
+            pl.col("RecordID").cast(pl.Int64, strict=False).alias("stay_id"),
+            pl.col("In-hospital_death").alias("raw_label"),
             pl.lit(group).alias("split_group"),
+            *(pl.col(c).cast(pl.Int64, strict=False).alias(name) for c, name in OUTCOME_VALUES.items()),
         )
         bad = frame.filter(pl.col("stay_id").is_null() | ~pl.col("raw_label").is_in(["0", "1"]))
         if bad.height:
             raise DataError(
                 f"Outcomes-{group}.txt has {bad.height} rows with a non-integer RecordID or an "
-                f"In-hospital_death other than 0/1, e.g. {bad.head(3).rows()}"
+                f"In-hospital_death other than 0/1, e.g. {bad.head(3).select('stay_id', 'raw_label', 'split_group').rows()}"
             )
-        frames.append(frame.select("stay_id", (pl.col("raw_label") == "1").alias("label"), "split_group"))
+        for c, name in OUTCOME_VALUES.items():
+            bad = text.filter(pl.col(c).is_not_null() & frame.get_column(name).is_null())
+            if bad.height:
+                examples = ", ".join(f"RecordID {r} has {v!r}" for r, v in bad.head(3).select("RecordID", c).rows())
+                raise DataError(f"Outcomes-{group}.txt: {bad.height} non-integer {c} values ({examples})")
+        label = (pl.col("raw_label") == "1").alias("label")
+        frames.append(frame.select("stay_id", label, "split_group", *OUTCOME_VALUES.values()))
     outcomes = pl.concat(frames)
     dupes = outcomes.filter(pl.col("stay_id").is_duplicated())
     if dupes.height:

@@ -47,7 +47,7 @@ from hymate.data.sources import Source
 from hymate.errors import DataError, DataNotFoundError
 
 NAME = "physionet2019"
-READER_VERSION = 1  # bump when parsing changes, so cached preparations are rebuilt
+READER_VERSION = 2  # bump when parsing changes, so cached preparations are rebuilt
 WINDOW_HOURS = None  # every hour of a stay is kept (no observation window)
 N_FILES = 40_336  # in the public training set (progress bar total only)
 
@@ -358,7 +358,7 @@ def _parse(raw: _RawFiles, source: Source, require_labels: bool) -> EventData:
             "implausible_dropped": n_implausible,
         },
     }
-    stays = stays.select("stay_id", "split_group", "n_events", "n_hours")
+    stays = stays.select("stay_id", "split_group", "n_events", "n_hours", "first_hour")
     return EventData(name=NAME, events=events, statics=statics.sort("stay_id"), labels=labels, stays=stays,
                      report=report)  # fmt: skip
 

@@ -5,9 +5,10 @@ An `EventData` holds four Polars tables:
 - ``events``  : stay_id (i64), time (f64, hours since admission), variable (str), value (f64)
                 -- one row per observed measurement, sorted by (stay_id, time, variable).
 - ``statics`` : stay_id plus one nullable column per static descriptor (age, gender, ...).
-- ``labels``  : stay_id, prediction_time (f64 hours), label (bool) -- one row per task label:
-                one per stay for PhysioNet 2012 mortality, one per stay-hour for PhysioNet 2019
-                sepsis (``physionet2019.stay_labels`` collapses those to one per stay).
+- ``labels``  : stay_id, prediction_time (f64 hours), label -- one row per prediction. A reader
+                gives its dataset's own outcome (bool: P12 in-hospital death at 48 h, P19 sepsis
+                at every stay-hour); a task's view (`hymate.tasks`) replaces it by the task's
+                label table (f64: 0/1, a class index or a value; null where unknown).
 - ``stays``   : stay_id, split_group (e.g. PhysioNet 2012 set 'a', PhysioNet 2019 hospital 'A'),
                 n_events; a reader may add columns (PhysioNet 2019: n_hours).
 
@@ -51,7 +52,11 @@ class EventData:
 
     def __post_init__(self) -> None:
         _check_columns("events", self.events, EVENT_SCHEMA)
-        _check_columns("labels", self.labels, LABEL_SCHEMA)
+        _check_columns("labels", self.labels, {k: v for k, v in LABEL_SCHEMA.items() if k != "label"})
+        if "label" not in self.labels.columns:
+            raise DataError("labels table lacks the column 'label'")
+        if not (self.labels.schema["label"] == pl.Boolean or self.labels.schema["label"].is_numeric()):
+            raise DataError(f"labels table: label must be boolean or numeric, got {self.labels.schema['label']}")
         _check_columns("stays", self.stays, STAY_SCHEMA)
         if "stay_id" not in self.statics.columns:
             raise DataError("statics table has no 'stay_id' column")
@@ -110,7 +115,7 @@ class EventData:
             (anchor + pl.duration(microseconds=(pl.col("prediction_time") * 3.6e9).round().cast(pl.Int64)))
             .cast(pl.Datetime("us"))
             .alias("prediction_time"),
-            pl.col("label").alias("boolean_value"),
+            pl.col("label").alias("boolean_value" if self.labels.schema["label"] == pl.Boolean else "float_value"),
         )
         return data.sort("subject_id", "time", nulls_last=False, maintain_order=True), labels
 

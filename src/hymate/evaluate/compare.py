@@ -20,8 +20,21 @@ import polars as pl  # noqa: E402
 
 from hymate.errors import HymateError  # noqa: E402
 
-TABLE_METRICS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")
-HEADERS = {"auroc": "AUROC", "ap": "AP", "auprc_trapz": "AUPRC (trapz)", "min_re_pr": "min(Re,Pr)", "ece": "ECE"}
+TABLE_METRICS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")  # binary
+METRICS_BY_TYPE = {"binary": TABLE_METRICS, "multiclass": ("accuracy", "macro_auroc", "macro_f1", "ece"),
+                   "regression": ("mae", "rmse", "r2")}  # fmt: skip
+HEADERS = {"auroc": "AUROC", "ap": "AP", "auprc_trapz": "AUPRC (trapz)", "min_re_pr": "min(Re,Pr)", "ece": "ECE",
+           "utility": "utility", "accuracy": "accuracy", "macro_auroc": "AUROC (macro)", "macro_f1": "F1 (macro)",
+           "mae": "MAE", "rmse": "RMSE", "r2": "R^2"}  # fmt: skip
+
+
+def table_metrics(rows: list[dict]) -> tuple[str, ...]:
+    """The columns of a comparison of these rows: their label type's metrics (+ utility where rows have it)."""
+    kinds = {r.get("label_type", "binary") for r in rows}
+    if len(kinds) != 1:
+        raise HymateError(f"cannot tabulate runs of different label types together: {sorted(kinds)}")
+    metrics = METRICS_BY_TYPE[kinds.pop()]
+    return (*metrics, "utility") if all(r.get("utility") is not None for r in rows) else metrics
 
 
 def run_folder(root: Path, model: str, protocol: str, split: int, seed: int) -> Path:
@@ -39,15 +52,16 @@ def read_row(folder: Path) -> dict | None:
         raise HymateError(f"{path} is not a finished run's report ({exc}); delete it to rerun that run") from None
 
 
-def summarise(rows: list[dict], models: list[str]) -> list[dict]:
+def summarise(rows: list[dict], models: list[str], metrics: tuple[str, ...] | None = None) -> list[dict]:
     """One line per model, in the given order: mean and sd of each metric, cost columns."""
+    metrics = metrics or table_metrics(rows)
     lines = []
     for model in models:
         runs = [r for r in rows if r["model"] == model]
         if not runs:
             continue
         line = {"model": model, "runs": len(runs)}
-        for key in TABLE_METRICS:
+        for key in metrics:
             values = np.array([r[key] for r in runs], dtype=float)
             line[key] = float(values.mean())
             line[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -83,13 +97,13 @@ def paired_difference(rows: list[dict], model: str, reference: str, metric: str 
     return {"n": len(diffs), "mean": float(diffs.mean()), "sd": sd, "wins": int((diffs > 0).sum())}
 
 
-def markdown(lines: list[dict], title: str) -> str:
-    head = ["model", "runs", *(f"{HEADERS[k]}" for k in TABLE_METRICS), "params", "s / epoch", "s / run", "threads", "peak MB"]
+def markdown(lines: list[dict], title: str, metrics: tuple[str, ...] = TABLE_METRICS) -> str:
+    head = ["model", "runs", *(f"{HEADERS[k]}" for k in metrics), "params", "s / epoch", "s / run", "threads", "peak MB"]
     out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
         cells = [line["model"], str(line["runs"])]
         # One run has no spread: print its value alone rather than a "± 0" that reads as a measured sd.
-        cells += [f"{line[k]:.4f} ± {line[f'{k}_sd']:.4f}" if line["runs"] > 1 else f"{line[k]:.4f}" for k in TABLE_METRICS]
+        cells += [f"{line[k]:.4f} ± {line[f'{k}_sd']:.4f}" if line["runs"] > 1 else f"{line[k]:.4f}" for k in metrics]
         cells += [
             f"{line['params']:,}" if line["params"] is not None else "-",
             f"{line['epoch_s']:.0f}" if line["epoch_s"] is not None else "-",
@@ -98,22 +112,25 @@ def markdown(lines: list[dict], title: str) -> str:
             f"{line['peak_mb']:.0f}",
         ]
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", "Mean ± sample sd over runs (seeds or splits); metrics on the test stays, after Platt scaling on validation."]
-    out += ["AP is average precision; AUPRC (trapz) the trapezoidal area under the PR curve; peak MB is max RSS of a run."]
+    out += ["", "Mean ± sample sd over runs (seeds or splits); metrics on the test stays, after calibration on validation."]
+    if "ap" in metrics:
+        out += ["AP is average precision; AUPRC (trapz) the trapezoidal area under the PR curve."]
+    out += ["Peak MB is the max RSS of a run."]
     return "\n".join(out) + "\n"
 
 
-def bar_chart(lines: list[dict], path: Path, title: str) -> None:
+def bar_chart(lines: list[dict], path: Path, title: str, metrics: tuple[str, ...] = TABLE_METRICS) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     names = [line["model"] for line in lines]
     x = np.arange(len(names))
-    for ax, key in zip(axes, ("auroc", "ap"), strict=True):
+    for ax, key in zip(axes, metrics[:2], strict=True):
         means = [line[key] for line in lines]
         ax.bar(x, means, yerr=[line[f"{key}_sd"] for line in lines], capsize=4, color="#4c72b0")
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_title(HEADERS[key])
         low = min(m - line[f"{key}_sd"] for m, line in zip(means, lines, strict=True))
-        ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(means) + 0.05))
+        if key not in ("mae", "rmse"):
+            ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(means) + 0.05))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -126,10 +143,11 @@ def write_comparison(rows: list[dict], models: list[str], folder: Path, title: s
     if not rows:
         raise HymateError(f"no finished runs to compare in {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    lines = summarise(rows, models)
-    (folder / "table.md").write_text(markdown(lines, title))
+    metrics = table_metrics(rows)
+    lines = summarise(rows, models, metrics)
+    (folder / "table.md").write_text(markdown(lines, title, metrics))
     pl.DataFrame(lines).write_csv(folder / "table.csv")
-    keep = ("model", "protocol", "seed", "split", *TABLE_METRICS, "brier", "params", "epochs", "epoch_s", "wall_s", "threads", "peak_mb")
+    keep = ("task", "model", "protocol", "seed", "split", *metrics, "params", "epochs", "epoch_s", "wall_s", "threads", "peak_mb")
     pl.DataFrame([{k: r.get(k) for k in keep} for r in rows], infer_schema_length=None).write_csv(folder / "runs.csv")
-    bar_chart(lines, folder / "table.png", title)
+    bar_chart(lines, folder / "table.png", title, metrics)
     return lines

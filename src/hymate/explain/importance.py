@@ -32,6 +32,22 @@ class ExplainError(HymateError):
     """The model or the request cannot be explained (wrong model kind, unknown stay, ...)."""
 
 
+class OneOutput(torch.nn.Module):
+    """A model seen through one of its outputs (a multiclass model's class logit), so explanations
+    of a scalar (attention weights, Integrated Gradients of `logits[:, 0]`) apply to every task."""
+
+    def __init__(self, model: torch.nn.Module, index: int = 0) -> None:
+        super().__init__()
+        self.inner, self.index = model, index
+        self.config = model.config
+        self.channel_fusion = getattr(model, "channel_fusion", None)
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        out.logits = out.logits[:, self.index : self.index + 1]
+        return out
+
+
 def require_channel_importance(model: torch.nn.Module, meta: dict | None = None) -> None:
     """Fail clearly unless `model` returns per-variable weights (HyMaTE with channel attention)."""
     config = getattr(model, "config", None)

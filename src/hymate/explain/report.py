@@ -53,6 +53,23 @@ def _dataset(model, normalizer: Normalizer, meta: dict, data: EventData, stay_id
     return EventSequenceDataset(data, ids, normalizer, max_events=max_events, unknown_variables="drop")
 
 
+def _describe(meta: dict, calibration: dict, output: float, label) -> tuple[str, str]:
+    """(the outcome in words, the prediction in words) for the explained output of the task."""
+    kind = meta.get("label_type", "binary")
+    what = meta.get("explained_output", "positive")
+    if kind == "binary":
+        p = float(apply_platt(np.array([output]), calibration.get("a", 1.0), calibration.get("b", 0.0))[0])
+        outcome = "unknown" if label is None else (what if label else f"not {what}")
+        return outcome, f"Risk of {what} {p:.1%} (calibrated)"
+    if kind == "multiclass":
+        classes = meta.get("classes", [])
+        outcome = "unknown" if label is None else classes[int(label)]
+        return outcome, f"Logit of class '{what}' {output:.3f} (explained output)"
+    target = meta.get("target") or {"mean": 0.0, "sd": 1.0}
+    outcome = "unknown" if label is None else f"{label:.3g}"
+    return outcome, f"Predicted value {output * target['sd'] + target['mean']:.3g}"
+
+
 def _write(out: Path, pngs: dict[str, bytes], title: str, sections: list[Section], numbers: dict, footer: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -76,9 +93,8 @@ def explain_stay(
     ig, gap = variable_attributions(model, dataset, n_steps)
     importance, rollout, observed, ig = ce.importance[0], ce.rollout[0], ce.observed[0], ig[0]
     events = stay_events(model, dataset, 0, normalizer)
-    calibration = meta.get("calibration", {"a": 1.0, "b": 0.0})
-    probability = float(apply_platt(ce.logits[:1], calibration["a"], calibration["b"])[0])
-    label = None if np.isnan(ce.labels[0]) else int(ce.labels[0])
+    calibration = meta.get("calibration") or {}
+    label = None if np.isnan(ce.labels[0]) else ce.labels[0]
 
     by_attention = top_variables(names, importance, TOP)
     by_rollout = top_variables(names, rollout, TOP)
@@ -108,11 +124,11 @@ def explain_stay(
             ce.attention[0][np.ix_(heat_index, heat_index)], heat_order, f"stay {stay_id}: channel attention"
         ),
     }  # fmt: skip
-    outcome = "unknown" if label is None else ("died in hospital" if label else "survived")
+    outcome, prediction = _describe(meta, calibration, float(ce.logits[0]), label)
     sections = [
         Section(
             "Prediction",
-            f"Risk {probability:.1%} (calibrated); outcome: {outcome}; "
+            f"{prediction}; outcome: {outcome}; "
             f"{len(events):,} observations of {int(observed.sum())} variables read by the model.",
         ),  # fmt: skip
         Section(
@@ -135,7 +151,7 @@ def explain_stay(
         ),  # fmt: skip
     ]
     numbers = {
-        "stay_id": int(stay_id), "logit": float(ce.logits[0]), "probability": probability, "label": label,
+        "stay_id": int(stay_id), "output": float(ce.logits[0]), "prediction": prediction, "label": label,
         "variables": names, "attention": importance.tolist(), "attention_rollout": rollout.tolist(),
         "observed": observed.tolist(),
         "integrated_gradients": ig.tolist(), "ig_completeness_gap": float(gap[0]),

@@ -45,7 +45,6 @@ class GRUDConfig:
     hidden_size: int = 64
     n_bins: int = 48  # over the observation window: hourly for 48 h
     dropout: float = 0.2  # before the head
-    variable_dropout: float = 0.0  # applied to the batch by the training loop
     n_outputs: int = 1
 
     def to_dict(self) -> dict:

@@ -22,22 +22,34 @@ a stay in one pass, seeing only the events up to each hour; equal (to rounding) 
 the stay cut at that hour. Both attention poolings become causal prefix sums over hour slots
 (`causal_attention_pool`); the channel transformer runs on one set of V tokens per hour.
 
-Training-time variable dropout (`drop_variables`) removes every observation of a variable from a
-sample with probability p, compacting the sequence so the model never sees holes.
+The layers (triplet embedding, Mamba context stack, attention pooling, channel attention, channel
+statistics) live in `hymate.nn.layers`, shared with the baselines. Training-time variable dropout
+(`hymate.data.augment.drop_variables`) removes every observation of a variable from a sample with
+probability p, compacting the sequence so the model never sees holes.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from hymate.data.batching import EventBatch
 from hymate.models.base import ModelOutput
-from hymate.nn.mamba import MambaBlock, MambaConfig, RMSNorm
+from hymate.nn.layers import (
+    N_CHANNEL_STATS,
+    AttentionPool,
+    ChannelAttentionLayer,
+    ContextLayer,
+    ContinuousValueEmbedding,
+    causal_attention_pool,
+    channel_stats,
+    embed_triplets,
+    last_event_time,
+    run_context,
+)
+from hymate.nn.mamba import RMSNorm
 
 
 @dataclass
@@ -56,7 +68,6 @@ class HyMaTEConfig:
     dropout: float = 0.2  # on the event embedding, channel layers and head
     context_dropout: float = 0.0  # inside the Mamba residual branches ([B, L, d]: costly on CPU)
     recompute_context: bool = False  # recompute the Mamba blocks in backward: less memory, more time
-    variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
     channel_stats: bool = False  # add an embedding of each variable's last/first/mean/min/max/sd/time-since-last
@@ -71,99 +82,28 @@ class HyMaTEConfig:
 HyMaTEOutput = ModelOutput  # HyMaTE fills every field
 
 
-class ContinuousValueEmbedding(nn.Module):
-    """STraTS's embedding of a scalar: Linear(1, sqrt d) -> tanh -> Linear(sqrt d, d)."""
-
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        hidden = max(1, int(math.sqrt(d_model)))
-        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, d_model))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.unsqueeze(-1))
-
-
-class AttentionPool(nn.Module):
-    """Fusion attention: alpha_i = softmax_i(u^T tanh(W h_i + b)) over the unmasked items."""
-
-    def __init__(self, d_model: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
-        self.score = nn.Linear(d_model, 1, bias=False)
-
-    def scores(self, h: Tensor) -> Tensor:
-        return self.score(torch.tanh(self.proj(h))).squeeze(-1)
-
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        weights = self.scores(h).masked_fill(~mask, float("-inf")).softmax(dim=-1)
-        return torch.einsum("bn,bnd->bd", weights, h), weights
-
-
-class ChannelAttentionLayer(nn.Module):
-    """Pre-norm transformer layer across channel tokens that keeps its attention map."""
-
-    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d_model)
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.ffn = nn.Sequential(
-            nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d_model, d_model)
-        )
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        q = self.norm1(x)
-        out, attn = self.attn(q, q, q, need_weights=True, average_attn_weights=False)
-        x = x + self.drop(out)
-        x = x + self.drop(self.ffn(self.norm2(x)))
-        return x, attn
-
-
-def run_context(layers: nn.ModuleList, h: Tensor, mask: Tensor, recompute: bool) -> Tensor:
-    """The Mamba context layers in turn. With `recompute`, each layer keeps only its input for the
-    backward pass and recomputes its activations there (activation checkpointing): a step holds
-    one layer's activations at a time instead of all of them, for one more forward pass of time."""
-    for layer in layers:
-        h = checkpoint(layer, h, mask, use_reentrant=False) if recompute and torch.is_grad_enabled() else layer(h, mask)
-    return h
-
-
-class ContextLayer(nn.Module):
-    """x + Mamba(x) (the block normalises its input), then an optional pre-norm FFN."""
-
-    def __init__(self, config: HyMaTEConfig) -> None:
-        super().__init__()
-        mamba = MambaConfig(
-            d_model=config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-            scan_backend=config.scan_backend, residual=False,
-        )  # fmt: skip
-        self.mamba = MambaBlock(mamba)
-        self.drop = nn.Dropout(config.context_dropout)
-        self.ffn = None
-        if config.mamba_ffn:
-            self.ffn = nn.Sequential(
-                RMSNorm(config.d_model), nn.Linear(config.d_model, 2 * config.d_model), nn.GELU(),
-                nn.Dropout(config.context_dropout), nn.Linear(2 * config.d_model, config.d_model),
-            )  # fmt: skip
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.drop(self.mamba(x, mask=mask))
-        if self.ffn is not None:
-            x = x + self.drop(self.ffn(x))
-        return x * mask.unsqueeze(-1)
-
-
 class HyMaTE(nn.Module):
     def __init__(self, config: HyMaTEConfig) -> None:
         super().__init__()
         self.config = config
         d, V = config.d_model, config.n_variables
+        # The triplet embedding (`hymate.nn.layers.embed_triplets`); held here so parameter names stay.
         self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
         self.embed_drop = nn.Dropout(config.dropout)
-        self.context = nn.ModuleList(ContextLayer(config) for _ in range(config.n_mamba_layers))
+        self.context = nn.ModuleList(
+            ContextLayer(
+                d,
+                d_state=config.d_state,
+                d_conv=config.d_conv,
+                expand=config.expand,
+                scan_backend=config.scan_backend,
+                ffn=config.mamba_ffn,
+                dropout=config.context_dropout,
+            )
+            for _ in range(config.n_mamba_layers)
+        )
         self.context_norm = RMSNorm(d)
 
         if config.channel_attention:
@@ -233,8 +173,7 @@ class HyMaTE(nn.Module):
     def encode(self, batch: EventBatch) -> Tensor:
         """Steps 1-2: the contextual embedding of every event, [B, L, d] (0 at padding). Causal."""
         mask = batch.mask
-        h = self.variable_embedding(batch.variables) + self.value_embedding(batch.values)
-        h = self.embed_drop(h + self.time_embedding(batch.times)) * mask.unsqueeze(-1)
+        h = self.embed_drop(embed_triplets(self, batch.variables, batch.values, batch.times)) * mask.unsqueeze(-1)
         h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         return self.context_norm(h) * mask.unsqueeze(-1)
 
@@ -338,129 +277,3 @@ class HyMaTE(nn.Module):
         tokens = torch.where(observed.unsqueeze(-1), pooled, self.never_observed.expand(B, V, d))
         within = weights / totals.gather(1, channel).clamp(min=1e-12)
         return tokens + self.channel_embedding, observed, within
-
-
-N_CHANNEL_STATS = 7
-
-
-def last_event_time(times: Tensor, counts: Tensor) -> Tensor:
-    """The time of event counts[b, k] - 1 of each row ([B, K]); -1 (the window's start) where counts is 0."""
-    last = times.gather(1, (counts.long() - 1).clamp(min=0))
-    return torch.where(counts > 0, last, torch.full_like(last, -1.0))
-
-
-def channel_stats(values: Tensor, times: Tensor, channel: Tensor, mask: Tensor, n_channels: int) -> Tensor:
-    """Per (stay, variable): last, first, mean, min, max, sd of the (normalised) values and the time
-    from the variable's last observation to the stay's last event, [B, V, 7]; 0 where unobserved.
-    Events are time-ordered, so the last/first observation is the one at the highest/lowest position."""
-    B, L = values.shape
-    zeros = values.new_zeros(B, n_channels)
-    m = mask.to(values.dtype)
-    counts = zeros.scatter_add(1, channel, m)
-    seen = counts > 0
-    position = torch.arange(L, device=values.device).expand(B, L)
-    last_pos = torch.full((B, n_channels), -1, dtype=torch.long, device=values.device)
-    last_pos = last_pos.scatter_reduce(1, channel, torch.where(mask, position, -1), reduce="amax")
-    first_pos = torch.full((B, n_channels), L, dtype=torch.long, device=values.device)
-    first_pos = first_pos.scatter_reduce(1, channel, torch.where(mask, position, L), reduce="amin")
-    last = values.gather(1, last_pos.clamp(0, L - 1))
-    first = values.gather(1, first_pos.clamp(0, L - 1))
-    mean = zeros.scatter_add(1, channel, values * m) / counts.clamp(min=1)
-    square = zeros.scatter_add(1, channel, values.square() * m) / counts.clamp(min=1)
-    sd = (square - mean.square()).clamp(min=0).add(1e-6).sqrt()
-    low = torch.full_like(zeros, float("inf")).scatter_reduce(1, channel, values.masked_fill(~mask, float("inf")), "amin")
-    high = torch.full_like(zeros, float("-inf")).scatter_reduce(1, channel, values.masked_fill(~mask, float("-inf")), "amax")
-    end = times.masked_fill(~mask, float("-inf")).amax(dim=1, keepdim=True)
-    since = end - times.gather(1, last_pos.clamp(0, L - 1))
-    stats = torch.stack([last, first, mean, low, high, sd, since], dim=-1)
-    return torch.where(seen.unsqueeze(-1), stats, torch.zeros_like(stats)).clamp(-10, 10)
-
-
-_EMPTY_LOG = -1e4  # log of an empty sum: exp(-1e4 - x) is exactly 0 next to any real score
-
-
-def causal_attention_pool(
-    scores: Tensor, values: Tensor, groups: Tensor, slots: Tensor, visible: Tensor, n_slots: int, n_groups: int
-) -> tuple[Tensor, Tensor]:
-    """Softmax attention pooling of events within each group, for every prefix of slots.
-
-    Event i (score s_i, value x_i [d], group g_i, slot k_i; only `visible` events count) enters
-    every slot k >= k_i. Returns pooled [B, K, G, d] = sum_i softmax(s)_i x_i over the events of
-    group g in slots <= k (0 where there is none) and counts [B, K, G] of those events.
-
-    Numerics: per (slot, group) cell the events are summed relative to that cell's own maximum
-    score m (every event of a cell enters at the same slot, so m uses nothing from later slots);
-    the cell totals are carried as logs, log sum exp(s) = m + log(sum exp(s - m)), and summed
-    across slots by `torch.logcumsumexp`, which adds in the log domain. Values are split as
-    x = (relu(x) + 1) - (relu(-x) + 1), both parts >= 1, so numerators are positive and have logs;
-    pooled = exp(log N+ - log Z) - exp(log N- - log Z), each ratio in [1, 1 + max|x|]. No exp of
-    an unshifted score, so nothing overflows, and no shift by a later maximum, so nothing
-    underflows: a slot's output uses only events of slots <= k, and is exact to rounding.
-    """
-    B, L, d = values.shape
-    C = n_slots * n_groups
-    if C == 0:
-        return values.new_zeros(B, n_slots, n_groups, d), values.new_zeros(B, n_slots, n_groups)
-    cell = torch.where(visible, slots * n_groups + groups, torch.zeros_like(slots))
-    s = scores.masked_fill(~visible, float("-inf"))
-    cell_max = torch.full((B, C), float("-inf"), dtype=values.dtype, device=values.device)
-    cell_max = cell_max.scatter_reduce(1, cell, s, reduce="amax", include_self=True).detach()
-    nonempty = torch.isfinite(cell_max)
-    base = torch.where(nonempty, cell_max, torch.zeros_like(cell_max))
-    weights = torch.where(visible, (s - base.gather(1, cell)).exp(), torch.zeros_like(s))  # in [0, 1]
-    visible_f = visible.to(values.dtype)
-    counts = values.new_zeros(B, C).scatter_add(1, cell, visible_f)
-    z = values.new_zeros(B, C).scatter_add(1, cell, weights)  # >= 1 in a non-empty cell
-    index = cell.unsqueeze(-1).expand(-1, -1, d)
-    pos = values.new_zeros(B, C, d).scatter_add(1, index, weights.unsqueeze(-1) * torch.relu(values))
-    neg = values.new_zeros(B, C, d).scatter_add(1, index, weights.unsqueeze(-1) * torch.relu(-values))
-
-    def log_total(part: Tensor, full: Tensor) -> Tensor:  # log of the cell's sum, then of the prefix's
-        safe = torch.where(full, part, torch.ones_like(part))  # no log(0), so no NaN gradient
-        logged = torch.where(full, base.unsqueeze(-1) + torch.log(safe), torch.full_like(part, _EMPTY_LOG))
-        return torch.logcumsumexp(logged.view(B, n_slots, n_groups, -1), dim=1)
-
-    log_z = log_total(z.unsqueeze(-1), nonempty.unsqueeze(-1))  # [B, K, G, 1]
-    log_pos = log_total(z.unsqueeze(-1) + pos, nonempty.unsqueeze(-1))
-    log_neg = log_total(z.unsqueeze(-1) + neg, nonempty.unsqueeze(-1))
-    counts = counts.view(B, n_slots, n_groups).cumsum(dim=1)
-    seen = (counts > 0).unsqueeze(-1)
-    log_z = torch.where(seen, log_z, torch.zeros_like(log_z))
-    pooled = (torch.where(seen, log_pos, log_z) - log_z).exp() - (torch.where(seen, log_neg, log_z) - log_z).exp()
-    return pooled, counts
-
-
-def drop_variables(
-    batch: EventBatch, p: float, generator: torch.Generator | None = None, prefix: Tensor | None = None
-) -> EventBatch | tuple[EventBatch, Tensor]:
-    """Remove all events of each (sample, variable) with probability p, keeping >= 1 event.
-
-    Kept events are moved to the front of each row (stable, so time order holds), so the result
-    is an ordinary right-padded batch with no holes for the sequence model to see. With `prefix`
-    ([B, H] event counts per prediction hour, see `HyMaTE.forward_hourly`), also returns the
-    prefix counts of the kept events.
-    """
-    if p <= 0:
-        return batch if prefix is None else (batch, prefix)
-    B, L = batch.variables.shape
-    n_vars = int(batch.variables.max()) + 1
-    dropped = torch.rand(B, n_vars, generator=generator, device=batch.variables.device) < p
-    keep = batch.mask & ~dropped.gather(1, batch.variables)
-    empty = keep.sum(dim=1) == 0
-    keep[empty] = batch.mask[empty]  # never empty a stay
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    new_len = int(keep.sum(dim=1).max())
-    order = order[:, :new_len]
-    new_mask = torch.gather(keep, 1, order)
-
-    def take(x: Tensor) -> Tensor:
-        return torch.gather(x, 1, order) * new_mask.to(x.dtype)
-
-    dropped_batch = EventBatch(
-        times=take(batch.times), variables=take(batch.variables), values=take(batch.values), mask=new_mask,
-        statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids, query_times=batch.query_times,
-    )  # fmt: skip
-    if prefix is None:
-        return dropped_batch
-    kept_before = torch.cat([torch.zeros_like(keep[:, :1], dtype=torch.long), keep.long().cumsum(dim=1)], dim=1)
-    return dropped_batch, torch.gather(kept_before, 1, prefix.long().clamp(max=L))

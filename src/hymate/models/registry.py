@@ -23,16 +23,27 @@ VARIANTS = {
     "strats": ("strats", {}),
     "grud": ("grud", {}),
 }
+# Training defaults a model needs (under the options given): GRU-D reads missingness through its
+# masks and decay, and was tuned without variable dropout.
+VARIANT_TRAINING = {"grud": {"variable_dropout": 0.0}}
 TABULAR = ("lightgbm", "logreg")  # summary statistics + gradient boosting / logistic regression (models.tabular)
 ALL_MODELS = (*VARIANTS, *TABULAR)
 
 
-def build_model(name: str, n_variables: int, n_statics: int, overrides: dict | None = None) -> nn.Module:
-    """The model `name` for V variables and S statics; `overrides` may hold options it lacks (ignored)."""
+def model_option_names(name: str) -> set[str]:
+    """The options (config fields) the model `name` takes."""
     if name not in VARIANTS:
         raise HymateError(f"unknown model {name!r}; known: {', '.join(VARIANTS)}")
+    return {f.name for f in fields(ARCHITECTURES[VARIANTS[name][0]][1])} - {"n_variables", "n_statics"}
+
+
+def build_model(name: str, n_variables: int, n_statics: int, options: dict | None = None) -> nn.Module:
+    """The model `name` for V variables and S statics; an option the model does not take is an error."""
+    known = model_option_names(name)
     arch, preset = VARIANTS[name]
+    options = {**(options or {}), **preset}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise HymateError(f"the {name} model has no option {', '.join(unknown)}")
     cls, config_cls = ARCHITECTURES[arch]
-    known = {f.name for f in fields(config_cls)}
-    options = {k: v for k, v in {**(overrides or {}), **preset}.items() if k in known}
     return cls(config_cls(n_variables=n_variables, n_statics=n_statics, **options))

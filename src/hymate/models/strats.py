@@ -2,10 +2,11 @@
 
 The baseline HyMaTE is compared against, with the same interface (`STraTS(config)(batch)`):
 
-1. Triplet embedding, exactly HyMaTE's: E_var[variable] + CVE_value(value) + CVE_time(time).
-2. Optional (`n_mamba_layers > 0`): HyMaTE's Mamba context layers, then RMSNorm, before the
-   transformer. This is the ablation "HyMaTE with attention over events instead of over
-   channels", with the Mamba blocks where the HyMaTE authors' code placed them.
+1. Triplet embedding, exactly HyMaTE's: E_var[variable] + CVE_value(value) + CVE_time(time)
+   (`hymate.nn.layers.embed_triplets`).
+2. Optional (`n_mamba_layers > 0`): HyMaTE's Mamba context layers (`hymate.nn.layers.ContextLayer`),
+   then RMSNorm, before the transformer. This is the ablation "HyMaTE with attention over events
+   instead of over channels", with the Mamba blocks where the HyMaTE authors' code placed them.
 3. A transformer encoder over *events* (post-norm, as in STraTS: x = LN(x + MHA(x)),
    x = LN(x + FFN(x)), FFN width 2d with ReLU), with a key-padding mask. There is no positional
    encoding: order enters only through the time embedding (and through Mamba when present).
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from hymate.data.batching import EventBatch
 from hymate.models.base import ModelOutput
-from hymate.models.hymate import AttentionPool, ContextLayer, ContinuousValueEmbedding, HyMaTEConfig, run_context
+from hymate.nn.layers import AttentionPool, ContextLayer, ContinuousValueEmbedding, embed_triplets, run_context
 from hymate.nn.mamba import RMSNorm
 
 
@@ -45,27 +46,18 @@ class STraTSConfig:
     n_heads: int = 4
     ffn_mult: int = 2  # FFN width = ffn_mult * d_model
     dropout: float = 0.2  # inside the transformer layers and before the head
-    variable_dropout: float = 0.2  # applied to the batch by the training loop
     n_mamba_layers: int = 0  # > 0: HyMaTE's Mamba context layers before the transformer (ablation)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
     mamba_ffn: bool = False
     context_dropout: float = 0.0
-    recompute_context: bool = False  # see HyMaTEConfig
+    recompute_context: bool = False  # see `hymate.nn.layers.run_context`
     n_outputs: int = 1
     scan_backend: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    def context_config(self) -> HyMaTEConfig:
-        """The HyMaTE config that HyMaTE's `ContextLayer` reads (only its Mamba fields matter)."""
-        return HyMaTEConfig(
-            n_variables=self.n_variables, n_statics=self.n_statics, d_model=self.d_model,
-            n_mamba_layers=self.n_mamba_layers, d_state=self.d_state, d_conv=self.d_conv, expand=self.expand,
-            mamba_ffn=self.mamba_ffn, context_dropout=self.context_dropout, scan_backend=self.scan_backend,
-        )  # fmt: skip
 
 
 def observed_variables(variables: Tensor, mask: Tensor, n_variables: int) -> Tensor:
@@ -105,12 +97,23 @@ class STraTS(nn.Module):
         super().__init__()
         self.config = config
         d, V = config.d_model, config.n_variables
+        # The triplet embedding (`hymate.nn.layers.embed_triplets`); held here so parameter names stay.
         self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
 
-        context = config.context_config()
-        self.context = nn.ModuleList(ContextLayer(context) for _ in range(config.n_mamba_layers))
+        self.context = nn.ModuleList(
+            ContextLayer(
+                d,
+                d_state=config.d_state,
+                d_conv=config.d_conv,
+                expand=config.expand,
+                scan_backend=config.scan_backend,
+                ffn=config.mamba_ffn,
+                dropout=config.context_dropout,
+            )
+            for _ in range(config.n_mamba_layers)
+        )
         self.context_norm = RMSNorm(d) if config.n_mamba_layers > 0 else None
 
         self.layers = nn.ModuleList(
@@ -124,8 +127,7 @@ class STraTS(nn.Module):
     def forward(self, batch: EventBatch) -> ModelOutput:
         mask = batch.mask
         keep = mask.unsqueeze(-1)
-        h = self.variable_embedding(batch.variables * mask) + self.value_embedding(batch.values)
-        h = (h + self.time_embedding(batch.times)) * keep
+        h = embed_triplets(self, batch.variables * mask, batch.values, batch.times) * keep
         h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         if self.context_norm is not None:
             h = self.context_norm(h) * keep

@@ -142,11 +142,13 @@ class SummarySpec:
         return rows.select(exprs).to_numpy().astype(np.float64)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return json.dumps({"kind": "summary", **asdict(self)}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> SummarySpec:
-        return cls(**json.loads(text))
+        raw = json.loads(text)
+        raw.pop("kind", None)
+        return cls(**raw)
 
 
 def summary_features(

@@ -1,4 +1,4 @@
-"""Neural-network building blocks: the selective scan (Mamba-1) and the Mamba block."""
+"""Neural-network building blocks: the selective scan (Mamba-1), the Mamba block and the shared layers."""
 
 from hymate.nn.mamba import MambaBlock, MambaConfig, MambaState, RMSNorm
 from hymate.nn.scan import (

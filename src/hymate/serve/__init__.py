@@ -1,0 +1,1 @@
+"""Serving: score stays with a saved checkpoint of any task and model."""

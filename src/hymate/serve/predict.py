@@ -1,4 +1,5 @@
-"""Score stays with a saved checkpoint: calibrated risk plus the variables that drove it."""
+"""Score stays with a saved checkpoint of any task and model: one row per prediction time, with
+the task's predictions and, for a model with per-variable weights, the variables that drove it."""
 
 from __future__ import annotations
 
@@ -7,48 +8,49 @@ import polars as pl
 import torch
 
 from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
-from hymate.data.normalize import Normalizer
+from hymate.data.samples import at_last_prediction
 from hymate.data.schema import EventData
 from hymate.errors import DataError
-from hymate.evaluate.calibration import apply_platt
+from hymate.evaluate.scores import prediction_frame, predictions
 
 TOP_K = 3
 
 
-@torch.no_grad()
-def score_stays(
-    model: torch.nn.Module, normalizer: Normalizer, meta: dict, data: EventData, stay_ids=None, batch_size: int = 64
-) -> tuple[pl.DataFrame, int]:
-    """Return (predictions, events dropped for unknown variables).
+def score(estimator, task, meta: dict, view: EventData, stay_ids=None, progress: bool = False) -> tuple[pl.DataFrame, int]:
+    """(predictions, events dropped for variables the model never saw) for `stay_ids` (default: all) of a task's view.
 
-    Predictions: stay_id, logit, probability (Platt-calibrated as at training), label (if known)
-    and the top variables by the model's channel importance.
+    Columns: stay_id, prediction_time, label (null if unknown), then by label type: probability
+    (calibrated on validation) and logit (binary; alarm where the task has a decision threshold),
+    p_<class> and predicted_class (multiclass), prediction (regression); top_variables (the
+    model's channel-attention weights, summing to 1 over variables) where the model has them.
     """
-    ids = data.stay_ids if stay_ids is None else list(stay_ids)
+    ids = view.stay_ids if stay_ids is None else list(stay_ids)
     if not ids:
         raise DataError("no stays to score")
-    known = set(normalizer.variables)
-    keep = pl.Series(ids).implode()
-    unknown = data.events.filter(pl.col("stay_id").is_in(keep) & ~pl.col("variable").is_in(list(known))).height
-    max_events = meta.get("train", {}).get("max_events")
-    dataset = EventSequenceDataset(data, ids, normalizer, max_events=max_events, unknown_variables="drop")
-    model.eval()
-    logits = np.empty(len(dataset), dtype=np.float32)
+    rows, raw, dropped = estimator.raw(view, ids, progress=progress)
+    pred = predictions(task.label_type, raw, meta.get("calibration"), getattr(estimator, "target", None))
+    frame = prediction_frame(task, rows, raw, pred, meta.get("decision"))
+    if estimator.kind == "neural":
+        top = top_variables(estimator, at_last_prediction(view, task.lookback_hours), ids)
+        if top is not None:
+            frame = frame.join(top, on="stay_id", how="left", maintain_order="left")
+    return frame, dropped
+
+
+@torch.no_grad()
+def top_variables(estimator, view: EventData, ids, batch_size: int = 64) -> pl.DataFrame | None:
+    """stay_id, top_variables ("name (weight), ..." at the stay's last prediction time), or None
+    for a model without per-variable weights."""
+    dataset = EventSequenceDataset(view, ids, estimator.normalizer, max_events=estimator.train.max_events,
+                                   unknown_variables="drop")  # fmt: skip
+    names = estimator.normalizer.variables
     top: list[str] = [""] * len(dataset)
+    estimator.model.eval()
     for indices in LengthBucketSampler(dataset.lengths, batch_size, shuffle=False):
-        out = model(collate([dataset[i] for i in indices]))
-        logits[indices] = out.logits[:, 0].float().numpy()
-        if out.channel_importance is None:  # a model without per-variable weights
-            continue
-        best = out.channel_importance.topk(min(TOP_K, normalizer.n_variables), dim=1)
+        out = estimator.model(collate([dataset[i] for i in indices]))
+        if out.channel_importance is None:
+            return None
+        best = out.channel_importance.topk(min(TOP_K, len(names)), dim=1)
         for row, i in enumerate(indices):
-            top[i] = ", ".join(
-                f"{normalizer.variables[v]} ({w:.2f})" for v, w in zip(best.indices[row].tolist(), best.values[row].tolist(), strict=True)
-            )
-    calibration = meta.get("calibration", {"a": 1.0, "b": 0.0})
-    frame = pl.DataFrame({
-        "stay_id": dataset.stay_ids, "logit": logits,
-        "probability": apply_platt(logits, calibration["a"], calibration["b"]),
-        "label": dataset.labels, "top_variables": top,
-    }).with_columns(pl.when(pl.col("label").is_nan()).then(None).otherwise(pl.col("label")).alias("label"))  # fmt: skip
-    return frame, unknown
+            top[i] = ", ".join(f"{names[v]} ({w:.2f})" for v, w in zip(best.indices[row].tolist(), best.values[row].tolist(), strict=True))
+    return pl.DataFrame({"stay_id": np.asarray(dataset.stay_ids, dtype=np.int64), "top_variables": top})

@@ -1,0 +1,1 @@
+"""Tasks: label tables (stay, prediction time, label) with a label type, declared per dataset, and split protocols."""

@@ -1,4 +1,17 @@
-"""The Lightning module for binary outcomes, its training settings, and batched inference."""
+"""The Lightning module of every task, its training settings, and batched scoring.
+
+One module for every label type and every number of prediction times per sample: the model
+scores every prediction time of a batch (`score_times`), and the loss, the validation score and
+the logged metrics follow the task's label type (binary: BCE with a positive-class weight;
+multiclass: cross-entropy; regression: Huber on standardised targets).
+
+With `TrainConfig.train_hours_per_stay = N`, a training step on a task with many prediction times
+per stay scores only a sample of each stay's times (`subsample_times`: for binary labels every
+positive and up to N random negative times, negatives reweighted so the loss is an unbiased
+estimate of the all-times mean; otherwise N random times, reweighted the same way); the channel
+transformer then runs on that many [V, d] token sets instead of one per time, which is most of
+the cost. Validation and test score every prediction time.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +27,11 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
+from hymate.data.augment import drop_variables
+from hymate.data.batching import EventBatch, LengthBucketSampler
+from hymate.data.samples import PredictionBatch, PredictionDataset, collate_samples
 from hymate.errors import HymateError
-from hymate.evaluate.metrics import binary_metrics
-from hymate.models.hymate import drop_variables
+from hymate.evaluate.scores import selection_score, uncalibrated
 
 
 @dataclass
@@ -28,15 +42,16 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
-    patience: int = 5  # epochs without a better validation AUROC + AP
-    pos_weight: bool = True  # weight positives by #neg/#pos (calibrated afterwards on validation)
-    max_events: int | None = 880  # most recent events kept per stay
+    patience: int = 5  # epochs without a better validation score
+    pos_weight: bool = True  # binary: weight positives by #neg/#pos (calibrated afterwards on validation)
+    max_events: int | None = 880  # most recent events kept of a sample with one prediction time
     ema_decay: float | None = 0.998  # validate, select and ship an exponential moving average of the weights
+    variable_dropout: float = 0.2  # per-sample probability of removing all of a variable's events
     seed: int = 0
     limit_train_batches: int | float | None = None  # for smoke runs
-    # Online (hourly) task only, ignored by the stay-level one: train on every positive hour and up
-    # to this many random negative hours per stay and step (reweighted; None: every hour).
-    train_hours_per_stay: int | None = 8
+    # Tasks with many prediction times per stay: train on a sample of each stay's times per step
+    # (see the module docstring; None: every time).
+    train_hours_per_stay: int | None = None
 
     def __post_init__(self) -> None:  # a bad setting fails here, with its name, not as a NaN loss epochs later
         problems = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
@@ -45,6 +60,10 @@ class TrainConfig:
             ("lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
             ("warmup_epochs", self.warmup_epochs, math.isfinite(self.warmup_epochs) and self.warmup_epochs >= 0, ">= 0"),
             ("ema_decay", self.ema_decay, self.ema_decay is None or 0 <= self.ema_decay < 1, "in [0, 1) (0 or None: off)"),
+            ("variable_dropout", self.variable_dropout, 0 <= self.variable_dropout < 1, "in [0, 1)"),
+            ("max_events", self.max_events, self.max_events is None or self.max_events >= 1, ">= 1 (or None)"),
+            ("train_hours_per_stay", self.train_hours_per_stay,
+             self.train_hours_per_stay is None or self.train_hours_per_stay >= 1, ">= 1 (or None: all)"),
         ) if not ok]  # fmt: skip
         if problems:
             raise HymateError("training settings: " + "; ".join(problems))
@@ -53,42 +72,151 @@ class TrainConfig:
         return asdict(self)
 
 
-class BinaryOutcomeModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, pos_weight: float = 1.0) -> None:
+def training_config(task, model: str, given: dict | None = None) -> TrainConfig:
+    """TrainConfig for `model` on `task`: the options given, else the model's needs
+    (`registry.VARIANT_TRAINING`), else the task's recipe, else TrainConfig's defaults."""
+    from hymate.models.registry import VARIANT_TRAINING
+
+    settings = {**task.recipe, **VARIANT_TRAINING.get(model, {}), **{k: v for k, v in (given or {}).items() if v is not None}}
+    if settings.get("ema_decay") == 0:
+        settings["ema_decay"] = None  # 0 means off
+    return TrainConfig(**settings)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the module optimises and how validation scores it (from the task and the training labels)."""
+
+    label_type: str
+    selection: str  # see evaluate.scores.selection_score
+    pos_weight: float = 1.0  # binary
+    target_mean: float = 0.0  # regression: targets are standardised with these
+    target_sd: float = 1.0
+
+    @property
+    def target(self) -> dict:
+        return {"mean": self.target_mean, "sd": self.target_sd}
+
+
+def score_times(model: torch.nn.Module, events: EventBatch, prefix: torch.Tensor, time_mask: torch.Tensor,
+                query_times: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Outputs [B, H, K] at every prediction time of the batch, each reading its first prefix[b, k] events.
+
+    One prediction per sample that reads all its events is the plain forward; several go through the
+    model's one-pass `forward_hourly` where it has one, else through one forward per time slot on the
+    batch cut at that slot (exact, slower).
+    """
+    if prefix.shape[1] == 1 and bool((prefix[:, 0] >= events.lengths).all()):
+        events.query_times = query_times[:, 0]
+        return model(events).logits.unsqueeze(1)
+    if hasattr(model, "forward_hourly"):
+        return model.forward_hourly(events, prefix, time_mask, query_times)
+    outs = []
+    for k in range(prefix.shape[1]):
+        n = prefix[:, k].clamp(min=1)  # a model without an hourly forward needs one event
+        keep = torch.arange(events.mask.shape[1]).unsqueeze(0) < n.unsqueeze(1)
+        cut = EventBatch(events.times * keep, events.variables * keep, events.values * keep, events.mask & keep,
+                         events.statics, events.labels, events.stay_ids, query_times[:, k])  # fmt: skip
+        outs.append(model(cut).logits)
+    return torch.stack(outs, dim=1)
+
+
+def subsample_times(batch: PredictionBatch, n_keep: int, generator: torch.Generator, binary: bool) -> tuple[PredictionBatch, torch.Tensor]:
+    """Keep every positive time of each stay (binary labels) and up to `n_keep` of its other labelled
+    times, drawn uniformly without replacement (unlabelled times carry no loss and are dropped).
+    Returns the smaller batch (kept times in time order, so prefixes stay non-decreasing) and a
+    weight per kept time: 1 for positives, #others / #kept others of the stay for the rest. Then
+    sum(weight * loss) / sum(weight) is an unbiased estimate of the mean loss over all labelled times."""
+    labelled = batch.time_mask & ~torch.isnan(batch.labels)
+    positive = labelled & (batch.labels > 0.5) if binary else torch.zeros_like(labelled)
+    negative = labelled & ~positive
+    B, H = batch.labels.shape
+    key = torch.rand(B, H, generator=generator)
+    key = torch.where(positive, -1.0, torch.where(negative, key, 2.0))  # positives first, then the others at random
+    rank = key.argsort(dim=1).argsort(dim=1)
+    n_neg = negative.sum(dim=1)
+    kept_neg = n_neg.clamp(max=n_keep)
+    count = positive.sum(dim=1) + kept_neg
+    chosen = rank < count.unsqueeze(1)
+    width = max(1, int(count.max()))
+    order = torch.sort((~chosen).to(torch.int8), dim=1, stable=True).indices[:, :width]  # chosen times, in time order
+    mask = torch.arange(width).unsqueeze(0) < count.unsqueeze(1)
+    weight = torch.where(negative, (n_neg / kept_neg.clamp(min=1)).unsqueeze(1).to(torch.float32), 1.0)
+
+    def take(x: torch.Tensor, pad) -> torch.Tensor:
+        return torch.where(mask, x.gather(1, order), torch.as_tensor(pad, dtype=x.dtype))
+
+    small = PredictionBatch(
+        batch.events, take(batch.times, 0.0), take(batch.labels, float("nan")),
+        torch.where(mask, batch.prefix.gather(1, order), batch.events.lengths.unsqueeze(1)), mask,
+        take(batch.query_times, 0.0),
+    )  # fmt: skip
+    return small, take(weight, 0.0)
+
+
+class OutcomeModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, objective: Objective) -> None:
         super().__init__()
         self.model = model
         self.config = config
-        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
-        self._val_logits: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
+        self.objective = objective
+        self.register_buffer("pos_weight", torch.tensor(float(objective.pos_weight)))
+        self._val: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] = []
 
     def forward(self, batch):
         return self.model(batch)
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=self.pos_weight)
+    def _outputs(self, batch: PredictionBatch, train: bool):
+        """Outputs [N, K], labels [N] and weights [N] (or None) of the labelled prediction times."""
+        weight = None
+        if train and self.config.train_hours_per_stay is not None and batch.times.shape[1] > 1:
+            # Seeded by (seed, step): the same times on a rerun or a resume; own generator, so the
+            # global stream (variable dropout) is drawn exactly as without subsampling.
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(self.global_step))
+            batch, weight = subsample_times(batch, self.config.train_hours_per_stay, generator,
+                                            self.objective.label_type == "binary")  # fmt: skip
+        events, prefix = batch.events, batch.prefix
+        if train:
+            events, prefix = drop_variables(events, self.config.variable_dropout, prefix=prefix)
+        out = score_times(self.model, events, prefix, batch.time_mask, batch.query_times)
+        keep = batch.time_mask & ~torch.isnan(batch.labels)
+        return out[keep], batch.labels[keep], None if weight is None else weight[keep], keep
 
-    def training_step(self, batch, batch_idx):
-        batch = drop_variables(batch, self.model.config.variable_dropout)
-        logits = self.model(batch).logits[:, 0]
-        loss = self._loss(logits, batch.labels)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), prog_bar=True)
+    def _loss(self, out: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        kind = self.objective.label_type
+        if kind == "binary":
+            losses = F.binary_cross_entropy_with_logits(out[:, 0], labels, pos_weight=self.pos_weight, reduction="none")
+        elif kind == "multiclass":
+            losses = F.cross_entropy(out, labels.long(), reduction="none")
+        else:
+            target = (labels - self.objective.target_mean) / self.objective.target_sd
+            losses = F.huber_loss(out[:, 0], target, reduction="none", delta=1.0)
+        if weight is None:
+            return losses.mean()
+        return (losses * weight).sum() / weight.sum()
+
+    def training_step(self, batch: PredictionBatch, batch_idx):
+        out, labels, weight, _ = self._outputs(batch, train=True)
+        loss = self._loss(out, labels, weight)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        logits = self.model(batch).logits[:, 0]
-        self.log("val/loss", self._loss(logits, batch.labels), on_epoch=True, batch_size=len(batch), prog_bar=True)
-        self._val_logits.append(logits.detach().float().cpu())
-        self._val_labels.append(batch.labels.cpu())
+    def validation_step(self, batch: PredictionBatch, batch_idx):
+        out, labels, _, keep = self._outputs(batch, train=False)
+        self.log("val/loss", self._loss(out, labels), on_epoch=True, batch_size=len(labels), prog_bar=True)
+        ids = batch.events.stay_ids.unsqueeze(1).expand_as(keep)[keep]
+        self._val.append((out.detach().float().cpu(), labels.cpu(), ids.cpu().numpy()))
 
     def on_validation_epoch_end(self) -> None:
-        logits, labels = torch.cat(self._val_logits), torch.cat(self._val_labels)
-        self._val_logits.clear()
-        self._val_labels.clear()
-        if labels.min() == labels.max():  # the sanity check may see one class only
-            return
-        m = binary_metrics(labels.numpy(), torch.sigmoid(logits).numpy())
-        self.log_dict({"val/auroc": m["auroc"], "val/ap": m["ap"], "val/score": m["auroc"] + m["ap"]}, prog_bar=True)
+        out = torch.cat([v[0] for v in self._val]).numpy()
+        labels = torch.cat([v[1] for v in self._val]).numpy()
+        ids = np.concatenate([v[2] for v in self._val])
+        self._val.clear()
+        pred = uncalibrated(self.objective.label_type, out, self.objective.target)
+        # Rows of a stay arrive together and in time order (one batch row per sample).
+        scores = selection_score(self.objective.selection, self.objective.label_type, labels, pred, ids)
+        if scores:  # empty when the (sanity-check) batch has one class only
+            self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
@@ -150,18 +278,25 @@ class TrainingClock(Callback):
         self.previous_s = float(state_dict.get("elapsed_s", 0.0))
 
 
-def make_loader(dataset: EventSequenceDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def make_loader(dataset: PredictionDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_samples, num_workers=0)
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, dataset: EventSequenceDataset, batch_size: int = 64) -> np.ndarray:
-    """Logits for every stay of `dataset`, in dataset order (batched by length for speed)."""
+def predict_raw(model: torch.nn.Module, dataset: PredictionDataset, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Raw outputs [prediction rows, K] for every prediction time of `dataset`, in its row order."""
+    from rich.progress import track
+
     model.eval()
-    out = np.empty(len(dataset), dtype=np.float32)
+    out = None
     sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=False)
-    for indices in sampler:
-        batch = collate([dataset[i] for i in indices])
-        out[indices] = model(batch).logits[:, 0].float().numpy()
+    for indices in track(list(sampler), description="scoring", disable=not progress, transient=True):
+        batch = collate_samples([dataset[i] for i in indices])
+        scores = score_times(model, batch.events, batch.prefix, batch.time_mask, batch.query_times).float().numpy()
+        if out is None:
+            out = np.empty((len(dataset.pred_times), scores.shape[-1]), dtype=np.float32)
+        for row, i in enumerate(indices):
+            a, b = dataset.time_offsets[i], dataset.time_offsets[i + 1]
+            out[a:b] = scores[row, : b - a]
     return out

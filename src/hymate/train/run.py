@@ -1,49 +1,48 @@
-"""One training run end to end (fit, select on validation, calibrate, test, report), and
-experiments of several runs (seeds x splits) with a summary across them.
+"""One run end to end for every task and model (fit, select on validation, calibrate, choose a
+decision threshold, test, report), and experiments of several runs with a summary across them.
 
 Layout of a run folder::
 
     <out>/<protocol>-split<k>-seed<s>/
-        checkpoint/         model.safetensors, config.json, normalizer.json  (for `hymate predict`)
-        lightning/          last.ckpt (resume) and best.ckpt
-        logs/               metrics.csv (training curves)
-        report/             metrics.json, predictions.parquet, summary.md, *.png
+        checkpoint/         config.json + the model (see train.estimators): all `predict` needs
+        lightning/          last.ckpt (resume) and best.ckpt (neural models)
+        logs/               metrics.csv (training curves; neural models)
+        report/             metrics.json (the result row, CIs, settings), predictions.parquet, summary.md, *.png
+
+The result row is the same for every task and model: task, label_type, protocol, split, seed,
+model, the label type's metrics (+ the decision metric), and costs (wall, train and scoring
+seconds, epochs, peak memory, parameters, threads, stays per part). Its presence in
+report/metrics.json marks the run done: `resume` never redoes it.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
-from hymate.data.batching import EventSequenceDataset
-from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
-from hymate.evaluate.calibration import apply_platt, fit_platt
-from hymate.evaluate.metrics import METRICS, binary_metrics, bootstrap_ci, summarise_runs
+from hymate.evaluate.metrics import METRICS_BY_TYPE, summarise_runs
 from hymate.evaluate.report import write_report
-from hymate.models.registry import TABULAR, build_model
+from hymate.evaluate.scores import (
+    choose_threshold,
+    decision_metrics,
+    evaluate_rows,
+    fit_calibration,
+    prediction_frame,
+    predictions,
+)
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
-from hymate.train.checkpoint import save_checkpoint
-from hymate.train.module import (
-    BinaryOutcomeModule,
-    EMAWeights,
-    TrainConfig,
-    TrainingClock,
-    make_loader,
-    predict_logits,
-)
+from hymate.train.estimators import make_estimator
+from hymate.train.module import TrainConfig
 
 
 def peak_rss_mb() -> float:
@@ -51,176 +50,120 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def run_folder(out: Path, split: Split, seed: int) -> Path:
+    return Path(out) / f"{split.protocol}-split{split.index}-seed{seed}"
+
+
+def finished_row(folder: Path) -> dict | None:
+    path = Path(folder) / "report" / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["row"]
+    except (ValueError, KeyError):
+        return None  # an unreadable report is redone, not trusted
+
+
 def run_one(
-    data: EventData,
     task: Task,
+    view: EventData,
     split: Split,
-    model_overrides: dict,
+    model_name: str,
     train: TrainConfig,
     out: Path,
+    model_options: dict | None = None,
     progress: bool = True,
-    resume: bool = False,
-    n_boot: int = 1000,
-    model_name: str = "hymate",
+    resume: bool = True,
+    n_boot: int | None = None,
 ) -> dict:
-    """Train `model_name` (see models.registry) on split.train, select on split.val, report on
-    split.test. Returns the result row."""
+    """Train `model_name` on split.train, select on split.val, report on split.test; the result row."""
     start = time.perf_counter()
-    folder = out / f"{split.protocol}-split{split.index}-seed{train.seed}"
-    done = folder / "report" / "metrics.json"
-    if resume and done.exists():  # finished earlier: never redo a run
-        return json.loads(done.read_text())["row"]
+    folder = run_folder(out, split, train.seed)
+    if resume and (row := finished_row(folder)) is not None:
+        return row
     L.seed_everything(train.seed, workers=True, verbose=False)
+    estimator = make_estimator(model_name, task, train, model_options)
+    fit = estimator.fit(view, split, folder, progress, resume)
 
-    normalizer = Normalizer.fit(data, split.train, task.window_hours, task.categorical_statics)
-    datasets = {
-        part: EventSequenceDataset(data, getattr(split, part), normalizer, max_events=train.max_events)
-        for part in ("train", "val", "test")
-    }
-    y_train = datasets["train"].labels
-    pos_weight = float((y_train == 0).sum() / max(1, (y_train == 1).sum())) if train.pos_weight else 1.0
-    model = build_model(model_name, normalizer.n_variables, len(normalizer.static_names), model_overrides)
-    module = BinaryOutcomeModule(model, train, pos_weight)
-
-    fit = fit_and_select(
-        module,
-        make_loader(datasets["train"], train.batch_size, shuffle=True, seed=train.seed),
-        make_loader(datasets["val"], 2 * train.batch_size, shuffle=False, seed=train.seed),
-        train, folder, progress, resume,
-    )  # fmt: skip
-    model = module.model.cpu().eval()
-
-    val_logits = predict_logits(model, datasets["val"])
-    a, b = fit_platt(val_logits, datasets["val"].labels)
-    test = datasets["test"]
-    probs = apply_platt(predict_logits(model, test), a, b)
-    metrics = binary_metrics(test.labels, probs)
-    ci = bootstrap_ci(test.labels, probs, n_boot=n_boot, seed=train.seed)
-    val_metrics = binary_metrics(datasets["val"].labels, apply_platt(val_logits, a, b))
+    kind = task.label_type
+    val_rows, val_raw, _ = estimator.raw(view, split.val, progress=progress)
+    score_start = time.perf_counter()
+    test_rows, test_raw, test_dropped = estimator.raw(view, split.test, progress=progress)
+    score_s = time.perf_counter() - score_start
+    target = getattr(estimator, "target", None)
+    y_val, val_ids = _labelled(val_rows)
+    calibration = fit_calibration(kind, _pick(val_raw, val_rows), y_val) if kind != "regression" else {"kind": "none"}
+    p_val = predictions(kind, _pick(val_raw, val_rows), calibration, target)
+    test_pred = predictions(kind, test_raw, calibration, target)
+    keep = test_rows.get_column("label").is_not_null().to_numpy()
+    y_test, test_ids = test_rows.get_column("label").to_numpy()[keep], test_rows.get_column("stay_id").to_numpy()[keep]
+    boot = n_boot if n_boot is not None else (1000 if len(np.unique(test_ids)) == len(test_ids) else 200)
+    metrics, ci = evaluate_rows(kind, y_test, test_pred[keep], test_ids, n_boot=boot, seed=train.seed)
+    val_metrics, _ = evaluate_rows(kind, y_val, p_val, val_ids, n_boot=0)
+    decision = None
+    if task.threshold_metric:
+        decision = choose_threshold(task.threshold_metric, val_ids, y_val, p_val)
+        metrics.update(decision_metrics(decision, test_ids, y_test, test_pred[keep]))
     wall = time.perf_counter() - start + fit.earlier_s  # + the training time of earlier processes
     history = _history(folder)
     row = {
-        "model": model_name, "protocol": split.protocol, "seed": train.seed, "split": split.index,
-        **{k: metrics[k] for k in METRICS}, "wall_s": round(wall, 1), "peak_mb": round(peak_rss_mb(), 1),
-        "epochs": fit.epochs, "best_epoch": _best_epoch(history), "train_s": round(fit.train_s, 1),
-        "epoch_s": round(fit.train_s / max(1, fit.epochs), 1),
-        "params": sum(p.numel() for p in model.parameters()), "resumed": fit.resumed,
-        "threads": torch.get_num_threads(),  # the time columns mean little without it
+        "task": task.name, "label_type": kind, "protocol": split.protocol, "split": split.index, "seed": train.seed,
+        "model": model_name, **{k: metrics[k] for k in METRICS_BY_TYPE[kind]},
+        **({task.threshold_metric: metrics[task.threshold_metric], "threshold": decision["threshold"]} if decision else {}),
+        "wall_s": round(wall, 1), "train_s": round(fit.train_s, 1), "score_s": round(score_s, 2),
+        "epochs": fit.epochs, "best_epoch": _best_epoch(history),
+        "epoch_s": round(fit.train_s / fit.epochs, 1) if fit.epochs else None,
+        "peak_mb": round(peak_rss_mb(), 1), "params": estimator.n_params, "threads": torch.get_num_threads(),
+        "resumed": fit.resumed, "train_stays": len(split.train), "val_stays": len(split.val),
+        "test_stays": len(split.test), "test_rows": int(keep.sum()),
     }  # fmt: skip
     meta = {
-        "variant": model_name, "task": task.name, "split": split.name, "split_sha256": split.sha256,
-        "calibration": {"a": a, "b": b}, "train": train.to_dict(), "val_metrics": val_metrics,
+        "task": task.name, "label_type": kind, "classes": list(task.classes), "split": split.name,
+        "split_sha256": split.sha256, "calibration": calibration, "decision": decision, "train": train.to_dict(),
+        "model_options": getattr(estimator, "model_options", None), "val_metrics": val_metrics,
+        "dropped_unknown_variable_events": {**getattr(estimator, "dropped", {}), "test": test_dropped},
+        **(fit.extra or {}),
     }  # fmt: skip
-    save_checkpoint(folder / "checkpoint", model, normalizer, meta)
-    write_report(
-        folder / "report", f"{model_name} on {task.name}, {split.name}", test.stay_ids, test.labels, probs,
-        metrics, ci, {"row": row, **meta}, history,
-    )  # fmt: skip
+    estimator.save(folder / "checkpoint", meta)
+    frame = prediction_frame(task, test_rows, test_raw, test_pred, decision)
+    write_report(folder / "report", f"{model_name} on {task.name}, {split.name}", task, frame, metrics, ci,
+                 {"row": row, **meta}, history)  # fmt: skip
     return row
 
 
-@dataclass
-class FitResult:
-    epochs: int
-    train_s: float  # all epochs, also those of an interrupted earlier process
-    earlier_s: float  # the part of train_s spent by earlier processes
-    resumed: bool
+def _labelled(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    keep = rows.get_column("label").is_not_null()
+    return rows.filter(keep).get_column("label").to_numpy(), rows.filter(keep).get_column("stay_id").to_numpy()
 
 
-def fit_and_select(
-    module: L.LightningModule,
-    train_loader,
-    val_loader,
-    train: TrainConfig,
-    folder: Path,
-    progress: bool,
-    resume: bool,
-    accelerator: str = "auto",
-) -> FitResult:
-    """Fit with early stopping on val/score (resuming from last.ckpt), then load the best
-    checkpoint into `module`. One place for what every training run shares: checkpoints, EMA,
-    the training clock and the training curves kept across a resume."""
-    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
-    clock = TrainingClock()
-    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
-    if train.ema_decay:
-        callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
-    trainer = L.Trainer(
-        max_epochs=train.max_epochs,
-        accelerator=accelerator,
-        devices=1,
-        gradient_clip_val=train.grad_clip,
-        callbacks=callbacks,
-        logger=CSVLogger(folder, name="logs", version=""),
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        deterministic=True,
-        num_sanity_val_steps=0,
-        limit_train_batches=train.limit_train_batches,
-        use_distributed_sampler=False,
-    )
-    last = folder / "lightning" / "last.ckpt"
-    resumed = resume and last.exists()
-    earlier = _read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
-    trainer.fit(module, train_loader, val_loader, ckpt_path=last if resumed else None)
-    if earlier:
-        _prepend_history(folder, earlier)
-    if best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
+def _pick(raw: np.ndarray, rows: pl.DataFrame) -> np.ndarray:
+    return raw[rows.get_column("label").is_not_null().to_numpy()]
 
 
 def run_experiment(
-    data: EventData,
     task: Task,
+    view: EventData,
     splits: list[Split],
     seeds: list[int],
-    model_overrides: dict,
+    model_name: str,
     train: TrainConfig,
     out: Path,
+    model_options: dict | None = None,
     progress: bool = True,
     resume: bool = True,
-    model_name: str = "hymate",
 ) -> list[dict]:
     """Every (split, seed) run, then `summary.json` and `summary.md` across them in `out`."""
-    rows = []
-    for split in splits:
-        for seed in seeds:
-            if model_name in TABULAR:  # summary statistics + LightGBM / logistic regression: no training loop
-                from hymate.models.tabular import run_tabular
-
-                rows.append(run_tabular(model_name, data, task, split, seed, out, resume=resume, model_subfolder=False))
-                continue
-            config = replace(train, seed=seed)
-            rows.append(run_one(data, task, split, model_overrides, config, out, progress, resume, model_name=model_name))
-    summary = summarise_runs(rows, (*METRICS, "wall_s"))
-    (out / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
+    rows = [run_one(task, view, split, model_name, replace(train, seed=seed), out, model_options, progress, resume)
+            for split in splits for seed in seeds]  # fmt: skip
+    keys = (*METRICS_BY_TYPE[task.label_type], *((task.threshold_metric,) if task.threshold_metric else ()), "wall_s")
+    summary = summarise_runs(rows, keys)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
     lines = [f"# {model_name} on {task.name}", "", "| metric | mean | sd | runs |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {v['n']} |" for k, v in summary.items()]
     lines += ["", "Per-run reports: " + ", ".join(f"`{r['protocol']}-split{r['split']}-seed{r['seed']}/report`" for r in rows)]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (Path(out) / "summary.md").write_text("\n".join(lines) + "\n")
     return rows
-
-
-def _read_history_rows(folder: Path) -> list[dict]:
-    path = folder / "logs" / "metrics.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _prepend_history(folder: Path, earlier: list[dict]) -> None:
-    """Put the epochs logged before a resume back in front of those logged after it."""
-    later = _read_history_rows(folder)
-    first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
-    kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
-    fields = list(dict.fromkeys(k for r in kept + later for k in r))
-    with (folder / "logs" / "metrics.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept + later)
 
 
 def _history(folder: Path) -> pl.DataFrame | None:
@@ -228,12 +171,12 @@ def _history(folder: Path) -> pl.DataFrame | None:
     if not path.exists():
         return None
     frame = pl.read_csv(path, infer_schema_length=None)
-    cols = [c for c in ("epoch", "train/loss", "val/loss", "val/auroc", "val/ap") if c in frame.columns]
+    cols = [c for c in frame.columns if c == "epoch" or c == "train/loss" or c.startswith("val/")]
     return frame.select(cols).group_by("epoch").agg(pl.all().drop_nulls().first()).sort("epoch")
 
 
 def _best_epoch(history: pl.DataFrame | None) -> int | None:
-    if history is None or "val/auroc" not in history.columns:
+    if history is None or "val/score" not in history.columns:
         return None
-    score = history.get_column("val/auroc").fill_null(-1) + history.get_column("val/ap").fill_null(-1)
-    return int(history.get_column("epoch")[int(np.argmax(score.to_numpy()))])
+    score = history.get_column("val/score").fill_null(-np.inf).to_numpy()
+    return int(history.get_column("epoch")[int(np.argmax(score))])

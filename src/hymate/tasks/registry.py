@@ -1,0 +1,31 @@
+"""Every task by name. A new task joins by adding its declaration to a module listed here."""
+
+from __future__ import annotations
+
+from hymate.errors import HymateError
+from hymate.tasks import physionet2012, physionet2019
+from hymate.tasks.base import Task
+
+TASKS: dict[str, Task] = {t.name: t for t in (*physionet2012.TASKS, *physionet2019.TASKS)}
+DEFAULT_TASK = {"physionet2012": "physionet2012-mortality", "physionet2019": "physionet2019-sepsis-online"}
+
+
+def get_task(dataset_or_task: str, task: str | None = None) -> Task:
+    """A task by full name, or by dataset and the task's short name (default: the dataset's first task)."""
+    if task is None and dataset_or_task in TASKS:
+        return TASKS[dataset_or_task]
+    datasets = sorted({t.dataset for t in TASKS.values()})
+    if dataset_or_task not in datasets:
+        raise HymateError(f"unknown dataset or task {dataset_or_task!r}; datasets: {', '.join(datasets)}; "
+                          f"tasks: {', '.join(TASKS)}")  # fmt: skip
+    if task is None:
+        return TASKS[DEFAULT_TASK[dataset_or_task]]
+    for t in TASKS.values():
+        if t.dataset == dataset_or_task and task in (t.short, t.name):
+            return t
+    known = ", ".join(t.short for t in TASKS.values() if t.dataset == dataset_or_task)
+    raise HymateError(f"unknown task {task!r} for {dataset_or_task}; known: {known}")
+
+
+def tasks_of(dataset: str) -> list[Task]:
+    return [t for t in TASKS.values() if t.dataset == dataset]

@@ -1,0 +1,303 @@
+"""Every model behind one interface: fit on a split's training stays (validation for selection),
+then raw outputs for any stays of a task's view, and save / load as a checkpoint folder.
+
+- `NeuralEstimator`: a sequence model (HyMaTE and the neural baselines) trained with Lightning
+  (`fit_and_select`: early stopping on the task's validation score, resume from last.ckpt, EMA).
+- `TabularEstimator`: LightGBM or logistic regression on summary features (one prediction per
+  stay) or causal running features (many per stay).
+
+`raw(view, ids)` returns the prediction rows (stay_id, prediction_time, label) and raw outputs
+[rows, K]; calibration, decisions and metrics are the run's (`train.run`), the same for both.
+
+A checkpoint folder holds ``config.json`` (kind, model, task, label type, calibration, decision
+threshold, regression target scaling, training settings, versions) and the model: for a neural
+one ``model.safetensors`` + ``normalizer.json`` (vocabulary, value / static statistics, clock);
+for a tabular one ``lightgbm.txt`` or ``logreg.joblib`` + ``features.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from safetensors.torch import load_file, save_file
+
+import hymate
+from hymate.data.normalize import Normalizer
+from hymate.data.samples import PredictionDataset, at_last_prediction
+from hymate.data.schema import EventData
+from hymate.errors import DataError, HymateError
+from hymate.models.registry import ARCHITECTURES, TABULAR, VARIANTS, build_model, model_option_names
+from hymate.models.running_features import RunningSpec
+from hymate.models.summary_features import SummarySpec
+from hymate.models.tabular import TabularModel, fit_tabular
+from hymate.tasks.base import Task
+from hymate.tasks.splits import Split
+from hymate.train.module import (
+    EMAWeights,
+    Objective,
+    OutcomeModule,
+    TrainConfig,
+    TrainingClock,
+    make_loader,
+    predict_raw,
+)
+
+
+@dataclass
+class FitResult:
+    epochs: int | None = None
+    train_s: float = 0.0  # all epochs, also those of an interrupted earlier process
+    earlier_s: float = 0.0  # the part of train_s spent by earlier processes
+    resumed: bool = False
+    extra: dict | None = None  # what the fit chose (tabular: hyper-parameters, grid trials)
+
+
+def many_per_stay(view: EventData) -> bool:
+    return view.labels.height > view.labels.get_column("stay_id").n_unique()
+
+
+# --- neural -------------------------------------------------------------------------------
+class NeuralEstimator:
+    kind = "neural"
+
+    def __init__(self, name: str, task: Task, train: TrainConfig, model_options: dict | None = None,
+                 model: torch.nn.Module | None = None, normalizer: Normalizer | None = None,
+                 target: dict | None = None) -> None:  # fmt: skip
+        self.name, self.task, self.train = name, task, train
+        # The task's model defaults apply where the model takes them (STraTS reads no prediction time).
+        takes = model_option_names(name)
+        self.model_options = {**{k: v for k, v in task.model_defaults.items() if k in takes}, **(model_options or {})}
+        self.model, self.normalizer, self.target = model, normalizer, target
+
+    def dataset(self, view: EventData, ids, unknown: str = "error") -> PredictionDataset:
+        return PredictionDataset(view, ids, self.normalizer, max_events=self.train.max_events,
+                                 lookback_hours=self.task.lookback_hours, unknown_variables=unknown)  # fmt: skip
+
+    def fit(self, view: EventData, split: Split, folder: Path, progress: bool, resume: bool) -> FitResult:
+        self.normalizer = Normalizer.fit(view, split.train, self.task.window_hours, self.task.categorical_statics)
+        # Variables the training stays never had (EtCO2 is absent from P19 hospital A) cannot be used: dropped, counted.
+        train_set = self.dataset(view, split.train)
+        val_set = self.dataset(view, split.val, unknown="drop")
+        self.dropped = {"val": val_set.dropped_unknown}
+        y = train_set.labels[~np.isnan(train_set.labels)]
+        if len(y) == 0:
+            raise DataError("the training stays have no labels")
+        kind = self.task.label_type
+        pos_weight = 1.0
+        if kind == "binary":
+            if y.sum() == 0 or y.sum() == len(y):
+                raise DataError("the training labels have one class only: nothing to learn")
+            pos_weight = float((y == 0).sum() / (y == 1).sum()) if self.train.pos_weight else 1.0
+        if kind == "regression":
+            self.target = {"mean": float(y.mean()), "sd": float(y.std()) or 1.0}
+        objective = Objective(kind, self.task.selection_metric, pos_weight, **({
+            "target_mean": self.target["mean"], "target_sd": self.target["sd"]} if self.target else {}))  # fmt: skip
+        options = {**self.model_options, "n_outputs": self.task.n_outputs}
+        self.model = build_model(self.name, self.normalizer.n_variables, len(self.normalizer.static_names), options)
+        module = OutcomeModule(self.model, self.train, objective)
+        fit = fit_and_select(
+            module,
+            make_loader(train_set, self.train.batch_size, shuffle=True, seed=self.train.seed),
+            make_loader(val_set, 2 * self.train.batch_size, shuffle=False, seed=self.train.seed),
+            self.train, folder, progress, resume,
+        )  # fmt: skip
+        self.model = module.model.cpu().eval()
+        return fit
+
+    def raw(self, view: EventData, ids, progress: bool = False, unknown: str = "drop") -> tuple[pl.DataFrame, np.ndarray, int]:
+        dataset = self.dataset(view, ids, unknown=unknown)
+        out = predict_raw(self.model, dataset, progress=progress)
+        rows = pl.DataFrame({"stay_id": dataset.row_stay_ids, "prediction_time": dataset.pred_times,
+                             "label": pl.Series(dataset.labels).fill_nan(None)})  # fmt: skip
+        return rows, out, dataset.dropped_unknown
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def save(self, folder: Path, meta: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        arch = VARIANTS[self.name][0]
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        save_file(state, folder / "model.safetensors")
+        self.normalizer.save(folder / "normalizer.json")
+        _write_config(folder, {"kind": self.kind, "model": self.name, "architecture": arch,
+                               "config": self.model.config.to_dict(), "target": self.target, **meta})  # fmt: skip
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, task: Task) -> NeuralEstimator:
+        missing = [f for f in ("model.safetensors", "normalizer.json") if not (folder / f).exists()]
+        if missing:
+            raise HymateError(f"{folder} is not a complete hymate checkpoint: missing {', '.join(missing)}")
+        if meta.get("architecture") not in ARCHITECTURES:
+            raise HymateError(f"checkpoint {folder} holds an unknown architecture {meta.get('architecture')!r}")
+        model_cls, config_cls = ARCHITECTURES[meta["architecture"]]
+        model = model_cls(config_cls(**meta["config"]))
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+        model.eval()
+        train = TrainConfig(**meta["train"])
+        return cls(meta["model"], task, train, model=model, normalizer=Normalizer.load(folder / "normalizer.json"),
+                   target=meta.get("target"))  # fmt: skip
+
+
+# --- tabular ------------------------------------------------------------------------------
+class TabularEstimator:
+    kind = "tabular"
+
+    def __init__(self, name: str, task: Task, seed: int, model: TabularModel | None = None, features=None) -> None:
+        self.name, self.task, self.seed, self.model, self.features = name, task, seed, model, features
+
+    def _features(self, view: EventData, ids) -> tuple[np.ndarray, pl.DataFrame, dict]:
+        if isinstance(self.features, RunningSpec):
+            return self.features.transform(view, ids)
+        X, dropped = self.features.transform(at_last_prediction(view, self.task.lookback_hours), ids)
+        order = pl.DataFrame({"stay_id": np.asarray(ids, dtype=np.int64)})
+        rows = order.join(view.labels, on="stay_id", how="left", maintain_order="left")
+        return X, rows.select("stay_id", "prediction_time", "label"), dropped
+
+    def fit(self, view: EventData, split: Split, folder: Path, progress: bool, resume: bool) -> FitResult:
+        import time
+
+        if many_per_stay(view):
+            if self.task.lookback_hours is not None:
+                raise HymateError("tabular models read causal running features, which have no look-back window yet")
+            self.features = RunningSpec.fit(view, split.train)
+        else:
+            self.features = SummarySpec.fit(at_last_prediction(view, self.task.lookback_hours), split.train,
+                                            self.task.window_hours, self.task.categorical_statics)  # fmt: skip
+        (X_tr, rows_tr, _), (X_va, rows_va, dropped) = self._features(view, split.train), self._features(view, split.val)
+        y_tr, y_va = _labels(rows_tr), _labels(rows_va)
+        start, cpu = time.perf_counter(), time.process_time()
+        self.model = fit_tabular(self.name, self.task.label_type, self.task.n_outputs, X_tr[y_tr.mask], y_tr.y,
+                                 X_va[y_va.mask], y_va.y, self.seed, self.task.tabular_grid)  # fmt: skip
+        train_s = time.perf_counter() - start
+        self.dropped = {"val": dropped}
+        extra = {"hyperparameters": self.model.chosen, "grid_trials": self.model.trials, "train_cpu_s": round(time.process_time() - cpu, 2),
+                 "features": len(self.features.feature_names)}  # fmt: skip
+        return FitResult(None, train_s, 0.0, False, extra)
+
+    def raw(self, view: EventData, ids, progress: bool = False, unknown: str = "drop") -> tuple[pl.DataFrame, np.ndarray, int]:
+        X, rows, dropped = self._features(view, ids)
+        return rows, self.model.predict_raw(X), int(dropped.get("unknown_events", 0))
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params
+
+    def save(self, folder: Path, meta: dict) -> None:
+        self.model.save(folder)
+        (folder / "features.json").write_text(self.features.to_json())
+        _write_config(folder, {"kind": self.kind, "model": self.name, "hyperparameters": self.model.chosen, **meta})
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, task: Task) -> TabularEstimator:
+        if not (folder / "features.json").exists():
+            raise HymateError(f"{folder} is not a complete tabular checkpoint: missing features.json")
+        raw = json.loads((folder / "features.json").read_text())
+        kind = raw.pop("kind", "summary")
+        features = RunningSpec(**raw) if kind == "running" else SummarySpec(**raw)
+        return cls(meta["model"], task, meta["train"]["seed"], TabularModel.load(folder, meta["model"], task.label_type), features)
+
+
+@dataclass
+class _Labelled:
+    y: np.ndarray
+    mask: np.ndarray
+
+
+def _labels(rows: pl.DataFrame) -> _Labelled:
+    y = rows.get_column("label").cast(pl.Float64).to_numpy()
+    mask = ~np.isnan(y)
+    return _Labelled(y[mask], mask)
+
+
+def make_estimator(name: str, task: Task, train: TrainConfig, model_options: dict | None = None):
+    if name in TABULAR:
+        return TabularEstimator(name, task, train.seed)
+    if name in VARIANTS:
+        return NeuralEstimator(name, task, train, model_options)
+    raise HymateError(f"unknown model {name!r}; known: {', '.join((*VARIANTS, *TABULAR))}")
+
+
+def _write_config(folder: Path, config: dict) -> None:
+    versions = {"hymate_version": hymate.__version__, "torch_version": torch.__version__}
+    (folder / "config.json").write_text(json.dumps({**config, **versions}, indent=1, default=str))
+
+
+def load_checkpoint(folder: Path):
+    """The estimator saved in a checkpoint folder, its task, and its config."""
+    from hymate.tasks.registry import TASKS
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise HymateError(f"{folder} is not a hymate checkpoint: missing config.json")
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+    except ValueError as exc:
+        raise HymateError(f"{folder}/config.json is not valid JSON: {exc}") from None
+    if meta.get("task") not in TASKS:
+        raise HymateError(f"checkpoint task {meta.get('task')!r} is unknown to this version of hymate "
+                          f"(known: {', '.join(TASKS)})")  # fmt: skip
+    task = TASKS[meta["task"]]
+    cls = {"neural": NeuralEstimator, "tabular": TabularEstimator}.get(meta.get("kind"))
+    if cls is None:
+        raise HymateError(f"checkpoint {folder} has an unknown kind {meta.get('kind')!r} (neural or tabular)")
+    return cls.load(folder, meta, task), task, meta
+
+
+# --- the Lightning fit shared by every neural model -----------------------------------------
+def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: TrainConfig, folder: Path,
+                   progress: bool, resume: bool) -> FitResult:  # fmt: skip
+    """Fit with early stopping on val/score (resuming from last.ckpt), then load the best
+    checkpoint into `module`. One place for what every training run shares: checkpoints, EMA,
+    the training clock and the training curves kept across a resume."""
+    best = ModelCheckpoint(dirpath=folder / "lightning", filename="best", monitor="val/score", mode="max", save_last=True)
+    clock = TrainingClock()
+    callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
+    if train.ema_decay:
+        callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
+    trainer = L.Trainer(
+        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
+        callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=progress,
+        enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
+        limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
+    )  # fmt: skip
+    last = folder / "lightning" / "last.ckpt"
+    resumed = resume and last.exists()
+    earlier = read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
+    trainer.fit(module, train_loader, val_loader, ckpt_path=last if resumed else None)
+    if earlier:
+        _prepend_history(folder, earlier)
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
+
+
+def read_history_rows(folder: Path) -> list[dict]:
+    path = folder / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _prepend_history(folder: Path, earlier: list[dict]) -> None:
+    """Put the epochs logged before a resume back in front of those logged after it."""
+    later = read_history_rows(folder)
+    first_new = min((int(r["epoch"]) for r in later if r.get("epoch")), default=None)
+    kept = [r for r in earlier if first_new is None or (r.get("epoch") and int(r["epoch"]) < first_new)]
+    fields = list(dict.fromkeys(k for r in kept + later for k in r))
+    with (folder / "logs" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept + later)
