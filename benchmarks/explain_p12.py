@@ -28,7 +28,7 @@ from rich.table import Table
 from hymate.data.store import load_dataset
 from hymate.explain.report import METHODS, explain_cohort, explain_stay
 from hymate.tasks.splits import make_splits
-from hymate.train.checkpoint import load_checkpoint
+from hymate.train.estimators import load_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 KS = (1, 5, 10)  # each k re-scores the test set 13 times (3 methods + 10 random draws)
@@ -48,9 +48,10 @@ def main() -> None:
     console = Console()
     start = time.perf_counter()
 
-    model, normalizer, meta = load_checkpoint(args.checkpoint)
-    data = load_dataset("physionet2012", progress=False)
-    split = next(s for s in make_splits(data, "strats", 0) if s.name == meta["split"])
+    estimator, task, meta = load_checkpoint(args.checkpoint)
+    model, normalizer = estimator.model, estimator.normalizer
+    data = task.view(load_dataset(task.dataset, progress=False))
+    split = next(s for s in make_splits(data, task, "strats", 0) if s.name == meta["split"])
     test = list(split.test[: args.stays])
     console.print(f"{meta['split']}: {len(test):,} test stays; checkpoint {args.checkpoint}")
     result = explain_cohort(model, normalizer, meta, data, test, args.out / "cohort", args.ig_steps, KS,

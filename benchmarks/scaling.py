@@ -65,10 +65,12 @@ def long_batch(n_events: int, batch: int):
     from hymate.data.batching import EventSequenceDataset, collate
     from hymate.data.normalize import Normalizer
     from hymate.data.store import load_dataset
+    from hymate.tasks.registry import get_task
     from hymate.tasks.splits import make_splits
 
-    data = load_dataset("physionet2012", progress=False)
-    split = make_splits(data, "strats", 0)[0]
+    task = get_task("physionet2012")
+    data = task.view(load_dataset(task.dataset, progress=False))
+    split = make_splits(data, task, "strats", 0)[0]
     normalizer = Normalizer.fit(data, split.train, 48.0, ("icu_type",))
     dataset = EventSequenceDataset(data, split.train, normalizer)
     items, cursor = [], 0

@@ -56,7 +56,7 @@ def _dataset(model, normalizer: Normalizer, meta: dict, data: EventData, stay_id
 def _describe(meta: dict, calibration: dict, output: float, label) -> tuple[str, str]:
     """(the outcome in words, the prediction in words) for the explained output of the task."""
     kind = meta.get("label_type", "binary")
-    what = meta.get("explained_output", "positive")
+    what = meta.get("explained_output") or meta.get("positive_label", "positive")
     if kind == "binary":
         p = float(apply_platt(np.array([output]), calibration.get("a", 1.0), calibration.get("b", 0.0))[0])
         outcome = "unknown" if label is None else (what if label else f"not {what}")
