@@ -38,13 +38,17 @@ TITLES = {"lightgbm": "LightGBM", "logreg": "Logistic regression"}
 def run_in_process(model: str, protocol: str, seed: int, split: int, out: Path) -> None:
     """The body of one run (called in a fresh process by `run`)."""
     from hymate.data.store import cache_dir, load_dataset
-    from hymate.models.tabular import run_tabular
-    from hymate.tasks.mortality import P12_MORTALITY
+    from hymate.tasks.registry import get_task
     from hymate.tasks.splits import load_or_make_splits
+    from hymate.train.module import training_config
+    from hymate.train.run import run_one
 
-    data = load_dataset(P12_MORTALITY.dataset, progress=False)
-    chosen = [s for s in load_or_make_splits(data, protocol, 0, cache_dir() / "splits") if s.index == split]
-    run_tabular(model, data, P12_MORTALITY, chosen[0], seed, out, resume=True)
+    task = get_task("physionet2012", "mortality")
+    view = task.view(load_dataset(task.dataset, progress=False))
+    chosen = [s for s in load_or_make_splits(view, task, protocol, 0, cache_dir() / "splits") if s.index == split]
+    # run_one's folder: <out>/<model>/<protocol>-split<k>-seed<s>, what `run` looks for
+    train = training_config(task, model, {"seed": seed})
+    run_one(task, view, chosen[0], model, train, out / model, progress=False, resume=True)
 
 
 def run(model: str, protocol: str, seed: int, split: int, out: Path) -> dict:

@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,10 @@ from rich.table import Table
 
 from hymate.cli import parse_int_list
 from hymate.data.store import cache_dir, load_dataset
-from hymate.train.module import TrainConfig
-from hymate.train.sepsis import run_sepsis_experiment
+from hymate.tasks.registry import get_task
+from hymate.tasks.splits import load_or_make_splits, subsample
+from hymate.train.module import TrainConfig, training_config
+from hymate.train.run import run_experiment
 
 RESULTS = Path(__file__).parent / "results" / "p19.json"
 REPORT = RESULTS.with_name("p19_table.md")
@@ -62,6 +65,27 @@ def budget_name(train_stays: int | None, eval_stays: int | None, epochs: int, se
     name += "" if ema_decay == TrainConfig.ema_decay else f"-ema{ema_decay:g}"
     name += "" if lr == TrainConfig.lr else f"-lr{lr:g}"
     return name + ("" if warmup_epochs == TrainConfig.warmup_epochs else f"-wu{warmup_epochs:g}")
+
+
+def result_row(row: dict, budget: str) -> dict:
+    """A run's result row (report/metrics.json["row"]) as p19.json keeps it: the ROW_KEYS, the task by its
+    short name, "setting" for the row's protocol, "hours" the test hours of the online task (None for the
+    stay-level one, as in the rows recorded before), and the budget."""
+    short = get_task(row["task"]).short
+    mapped = {**row, "task": short, "setting": row["protocol"], "utility": row.get("utility"),
+              "threshold": row.get("threshold"), "hours": row.get("test_rows") if short == "sepsis-online" else None}
+    return {k: mapped.get(k) for k in ROW_KEYS} | {"budget": budget}
+
+
+def training(task, model: str, args) -> TrainConfig:
+    """The training settings of one run: p19.py's own options (its budget), never the task's recipe, so
+    that a budget name means the same settings as when its rows were recorded."""
+    given = {"max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size, "seed": args.seed,
+             "lr": args.lr, "warmup_epochs": args.warmup_epochs, "ema_decay": args.ema_decay}  # 0: off
+    config = training_config(task, model, given)
+    # --train-hours-per-stay 0 means every hour: set after training_config, which reads None as "the recipe's".
+    hours = (args.train_hours_per_stay or None) if task.short == "sepsis-online" else None
+    return replace(config, train_hours_per_stay=hours)
 
 
 def mean_sd(values: list[float | None], scale: float = 1.0, digits: int = 4) -> str:
@@ -109,9 +133,6 @@ def main() -> None:
                          args.warmup_epochs)  # fmt: skip
     out = args.out / budget
     folds = parse_int_list(args.folds)
-    train = TrainConfig(max_epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
-                        lr=args.lr, warmup_epochs=args.warmup_epochs, ema_decay=args.ema_decay or None,
-                        train_hours_per_stay=args.train_hours_per_stay or None)  # fmt: skip
     variants = {  # neural runs whose model options are not the default name them: run folder and budget suffix
         "sepsis-online": f"{'noqt' if args.no_query_time else 'qt'}-h{args.train_hours_per_stay or 'all'}",
         "sepsis-stay": None if args.no_stay_query_time else "qt",
@@ -131,6 +152,8 @@ def main() -> None:
     console.print(f"loaded {data.stays.height:,} stays in {time.perf_counter() - start:.1f} s; runs in {out}")
     rows = []
     for task in args.tasks.split(","):
+        spec = get_task("physionet2019", task)
+        view = spec.view(data)
         settings = args.settings.split(",") if task == "sepsis-online" else ["splits5"]
         models = [m for m in args.models.split(",") if task == "sepsis-stay" or m != "logreg"]
         for setting in settings:
@@ -143,13 +166,13 @@ def main() -> None:
                                   f"{RESULTS.name}, skipped")  # fmt: skip
                 if not todo:
                     continue
+                splits = [s for s in load_or_make_splits(view, spec, setting, 0, cache_dir() / "splits") if s.index in todo]
+                if args.train_stays or args.eval_stays:
+                    splits = [subsample(s, args.train_stays, args.eval_stays, 0) for s in splits]
                 folder = out / task / variant(task, model) if variant(task, model) else out / task
-                rows += run_sepsis_experiment(
-                    data, task, [model], setting, todo, [args.seed], train, folder, cache_dir() / "splits",
-                    args.train_stays, args.eval_stays, split_seed=0, progress=not args.quiet,
-                    model_overrides=model_options[task] if model in NEURAL else None,
-                )  # fmt: skip
-    rows = [{k: r.get(k) for k in ROW_KEYS} | {"budget": row_budget(r["task"], r["model"])} for r in rows]
+                ran = run_experiment(spec, view, splits, [args.seed], model, training(spec, model, args), folder / model,
+                                     model_options[task] if model in NEURAL else None, not args.quiet, resume=True)  # fmt: skip
+                rows += [result_row(r, row_budget(task, model)) for r in ran]
 
     for table in tables(rows, budget):
         console.print(rich_table(table))

@@ -20,15 +20,21 @@ def test_prepare_writes_split_files_and_describe_summarises(tmp_path):
     result = runner.invoke(app, ["prepare", "physionet2012", *args])
     assert result.exit_code == 0, result.output
     assert "60 records read -> 60 stays" in result.output
+    # Split files of every P12 task and protocol: <task>-<protocol>-seed<s>-split<k>.json
     files = sorted(p.name for p in (tmp_path / "cache" / "splits").iterdir())
-    assert files == [f"physionet2012-splits5-seed0-split{k}.json" for k in range(5)] + [
-        "physionet2012-strats-seed0-split0.json"
-    ]
+    tasks = ("los-3d", "los-bands", "los-days", "mortality")
+    per_protocol = {"kfold5": range(5), "splits5": range(5), "strats": range(1)}
+    assert files == [f"physionet2012-{t}-{p}-seed0-split{k}.json" for t in tasks for p, ks in per_protocol.items() for k in ks]
     result = runner.invoke(app, ["describe", "physionet2012", *args, "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["stays"] == 60 and summary["events"] == 180
     assert {v["variable"] for v in summary["variables"]} == {"HR", "Temp"}
+    assert summary["task"]["name"] == "physionet2012-mortality" and summary["task"]["label_type"] == "binary"
+    # describe of another task: its view and label type (every synthetic stay lasts 7 days: band "3-7 days")
+    result = runner.invoke(app, ["describe", "physionet2012", "--task", "los-bands", *args])
+    assert result.exit_code == 0, result.output
+    assert "physionet2012-los-bands" in result.output and "3-7 days: 60" in result.output
 
 
 def test_missing_data_is_one_clear_error_line(tmp_path):
@@ -43,18 +49,34 @@ def test_console_script_runs(tmp_path):
     assert "prepare" in out.stdout and "describe" in out.stdout
 
 
-def test_checkpoints_of_other_tasks_get_one_clear_error():
+def test_checkpoints_of_unknown_tasks_or_kinds_get_one_clear_error(tmp_path):
+    """Every task's checkpoint loads; one of a task this version does not know, of an unknown kind, or a
+    folder that is no checkpoint, is one clear error (and exit 2 from the commands that read checkpoints)."""
     import pytest
 
-    from hymate.cli import checkpoint_task
     from hymate.errors import HymateError
-    from hymate.tasks.mortality import TASKS
+    from hymate.train.estimators import load_checkpoint
 
-    assert checkpoint_task({"task": "physionet2012-mortality"}, TASKS).name == "physionet2012-mortality"
-    with pytest.raises(HymateError, match="physionet2019-sepsis-online.*mortality checkpoints"):
-        checkpoint_task({"task": "physionet2019-sepsis-online"}, TASKS)
-    with pytest.raises(HymateError, match="unknown"):
-        checkpoint_task({}, TASKS)
+    def checkpoint(name: str, config: dict | None) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        if config is not None:
+            (folder / "config.json").write_text(json.dumps(config))
+        return str(folder)
+
+    cases = {
+        checkpoint("other-task", {"kind": "neural", "task": "physionet2030-something"}): "unknown to this version",
+        checkpoint("no-task", {"kind": "neural"}): "unknown to this version",
+        checkpoint("odd-kind", {"kind": "quantum", "task": "physionet2012-mortality"}): "unknown kind",
+        checkpoint("empty", None): "is not a hymate checkpoint",
+    }
+    for folder, message in cases.items():
+        with pytest.raises(HymateError, match=message):
+            load_checkpoint(folder)
+        for command in (["evaluate", folder], ["predict", folder, "--data-dir", str(tmp_path)]):
+            result = runner.invoke(app, [*command, "-q"])
+            assert result.exit_code == 2, (command, result.output)
+            assert message in result.output and "Traceback" not in result.output
 
 
 def test_bad_training_settings_are_one_clear_error_line(tmp_path):

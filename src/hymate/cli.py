@@ -109,21 +109,28 @@ def describe(
     quiet: Quiet = False,
 ) -> None:
     """Print counts, labels, events per stay, variables and missingness of a task's view of a dataset."""
+    import polars as pl
+
     from hymate.data.describe import describe as summarise
-    from hymate.data.samples import at_last_prediction
+    from hymate.data.schema import EventData
     from hymate.tasks.registry import get_task
 
     task = get_task(dataset, task_name)
     view = _view(task, data_dir, cache_dir, download, not quiet)
     rows = view.labels
-    s = summarise(at_last_prediction(view) if task.label_type == "binary" else view)
+    per_stay = view
+    if task.label_type == "binary":  # one row per stay: positive at any prediction time
+        labels = rows.group_by("stay_id").agg(pl.col("prediction_time").max(), pl.col("label").max())
+        per_stay = EventData(view.name, view.events, view.statics, labels, view.stays, view.report)
+    s = summarise(per_stay)
     s["task"] = {"name": task.name, "label_type": task.label_type, "rule": task.label_rule, "label_rows": rows.height,
                  "excluded_stays": view.report["task"].get("excluded_stays", {})}  # fmt: skip
     console.print(f"[bold]{task.name}[/] ({task.label_type}): {s['stays']:,} stays, {s['events']:,} events, "
                   f"{rows.height:,} predictions; {task.label_rule}")  # fmt: skip
     y = rows.get_column("label").drop_nulls()
     if task.label_type == "binary":
-        console.print(f"label 1 ({task.positive_label}): {int(y.sum()):,}/{len(y):,} predictions ({100 * y.mean():.2f} %)")
+        console.print(f"label 1 ({task.positive_label}): {int(y.sum()):,}/{len(y):,} predictions ({100 * y.mean():.2f} %); "
+                      f"{s['positives']:,}/{s['labelled_stays']:,} stays positive at some prediction time")  # fmt: skip
     elif task.label_type == "multiclass":
         counts = y.value_counts().sort("label")
         console.print("classes: " + ", ".join(f"{task.classes[int(k)]}: {n:,}" for k, n in counts.iter_rows()))

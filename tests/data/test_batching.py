@@ -1,4 +1,5 @@
-"""Padded, time-sorted triplet batches; event cap keeps the most recent; bucketing cuts padding."""
+"""Padded, time-sorted triplet batches; event cap keeps the most recent; bucketing cuts padding; and
+the one sample type (`PredictionDataset`) gives the same items on a one-prediction-per-stay task."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from torch.utils.data import DataLoader
 from hymate.data import physionet2012
 from hymate.data.batching import EventSequenceDataset, LengthBucketSampler, collate
 from hymate.data.normalize import Normalizer
+from hymate.data.samples import PredictionDataset, collate_samples
 from hymate.data.sources import Source
 from hymate.errors import DataError
+from hymate.tasks.registry import get_task
 from tests.conftest import record_text, write_p12
 
 FIRST = 200000
@@ -71,6 +74,38 @@ def test_dataset_rejects_unknown_stays(small):
         EventSequenceDataset(data, [], norm)
 
 
+KEYS = ("times", "variables", "values", "statics", "label", "stay_id")
+
+
+def assert_same_items(old: EventSequenceDataset, new: PredictionDataset) -> None:
+    assert len(old) == len(new) and new.stay_ids.tolist() == old.stay_ids.tolist()
+    np.testing.assert_array_equal(new.lengths, old.lengths)
+    for i in range(len(old)):
+        a, b = old[i], new[i]
+        for key in KEYS:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=f"{key} of item {i}")
+            assert np.asarray(b[key]).dtype == np.asarray(a[key]).dtype, key
+        assert b["prefix"].tolist() == [len(b["times"])] and b["pred_times"].tolist() == [48.0]
+
+
+@pytest.mark.parametrize("max_events", [None, 2])
+def test_one_prediction_per_stay_samples_equal_the_stay_level_items(small, max_events):
+    """A task with one prediction per stay at the end of the window: each sample is the stay's
+    item as the stay-level dataset gives it (same triplets, statics and label), and a batch of them
+    is the plain stay-level forward's."""
+    data, norm = small
+    view = get_task("physionet2012", "mortality").view(data)
+    ids = [FIRST + 2, FIRST, FIRST + 1]
+    old = EventSequenceDataset(data, ids, norm, max_events=max_events)
+    new = PredictionDataset(view, ids, norm, max_events=max_events)
+    assert_same_items(old, new)
+    batch = collate_samples([new[i] for i in range(len(new))])
+    plain = collate([old[i] for i in range(len(old))])
+    assert batch.stay_level and batch.times.shape == (3, 1)
+    for key in ("times", "variables", "values", "mask", "statics", "labels", "stay_ids"):
+        assert torch.equal(getattr(batch.events, key), getattr(plain, key)), key
+
+
 def test_bucketing_is_reproducible_complete_and_cuts_padding():
     rng = np.random.default_rng(0)
     lengths = rng.integers(200, 900, size=2000)
@@ -106,3 +141,11 @@ def test_real_loader_end_to_end(p12):
         t = batch.times.masked_fill(~batch.mask, float("inf"))
         assert (t[:, 1:] >= t[:, :-1]).logical_or(~batch.mask[:, 1:]).all()
     assert seen == 64
+
+
+@pytest.mark.realdata
+def test_real_p12_samples_equal_the_stay_level_items(p12):
+    ids = p12.stays.filter(pl.col("split_group") == "c").get_column("stay_id").to_list()[:300]
+    norm = Normalizer.fit(p12, ids, 48.0, categorical=("icu_type",))
+    view = get_task("physionet2012", "mortality").view(p12)
+    assert_same_items(EventSequenceDataset(p12, ids, norm, max_events=200), PredictionDataset(view, ids, norm, max_events=200))

@@ -9,7 +9,10 @@ import pytest
 from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
 from hymate.errors import DataError
+from hymate.tasks.registry import get_task
 from hymate.tasks.splits import make_splits
+
+MORTALITY = get_task("physionet2012", "mortality")
 
 
 def _with_scaled_values(data: EventData, ids, factor: float) -> EventData:
@@ -25,7 +28,7 @@ def _with_scaled_values(data: EventData, ids, factor: float) -> EventData:
 
 @pytest.mark.realdata
 def test_statistics_ignore_validation_and_test_stays(p12):
-    (split,) = make_splits(p12, "strats", 0)
+    (split,) = make_splits(MORTALITY.view(p12), MORTALITY, "strats", 0)
     clean = Normalizer.fit(p12, split.train, 48.0, categorical=("icu_type",))
     poisoned = _with_scaled_values(p12, split.val + split.test, 1000.0)
     after = Normalizer.fit(poisoned, split.train, 48.0, categorical=("icu_type",))
@@ -38,7 +41,7 @@ def test_statistics_ignore_validation_and_test_stays(p12):
 
 @pytest.mark.realdata
 def test_encoded_training_values_are_standardised(p12):
-    (split,) = make_splits(p12, "strats", 0)
+    (split,) = make_splits(MORTALITY.view(p12), MORTALITY, "strats", 0)
     norm = Normalizer.fit(p12, split.train, 48.0, categorical=("icu_type",))
     train = pl.Series(list(split.train)).implode()
     enc = norm.encode_events(p12.events.filter(pl.col("stay_id").is_in(train)))

@@ -42,3 +42,27 @@ def test_save_load_round_trip(tmp_path, synthetic_p12):
     data.save(tmp_path / "d")
     back = EventData.load(tmp_path / "d")
     assert back.events.equals(data.events) and back.report == data.report and back.name == data.name
+
+
+def test_a_task_view_with_numeric_labels_maps_to_the_meds_float_value(synthetic_p12):
+    from hymate.tasks.registry import get_task
+
+    data = physionet2012.read(Source(synthetic_p12), progress=False)
+    assert data.labels.schema["label"] == pl.Boolean  # the reader's own outcome: in-hospital death
+    view = get_task("physionet2012", "los-days").view(data)
+    _, labels = view.to_meds()
+    assert labels.columns == ["subject_id", "prediction_time", "float_value"]
+    assert labels.get_column("float_value").to_list() == [7.0] * data.stays.height  # Length_of_stay in the Outcomes
+    assert labels.get_column("subject_id").to_list() == view.labels.get_column("stay_id").to_list()
+
+
+def test_event_model_rejects_a_label_column_that_is_not_a_number():
+    events = pl.DataFrame({"stay_id": [1], "time": [0.5], "variable": ["HR"], "value": [80.0]})
+    stays = pl.DataFrame({"stay_id": [1], "split_group": ["a"], "n_events": [1]})
+    labels = pl.DataFrame({"stay_id": [1], "prediction_time": [48.0]})
+    with pytest.raises(DataError, match="labels table lacks the column 'label'"):
+        EventData("x", events, pl.DataFrame({"stay_id": [1]}), labels, stays)
+    with pytest.raises(DataError, match="label must be boolean or numeric, got String"):
+        EventData("x", events, pl.DataFrame({"stay_id": [1]}), labels.with_columns(label=pl.lit("yes")), stays)
+    for value in (True, 2, 0.5):  # a reader's outcome, a class index, a value
+        EventData("x", events, pl.DataFrame({"stay_id": [1]}), labels.with_columns(label=pl.lit(value)), stays)

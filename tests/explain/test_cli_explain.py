@@ -15,12 +15,17 @@ from hymate.cli import app
 from hymate.data.normalize import Normalizer
 from hymate.data.store import load_dataset
 from hymate.models.registry import build_model
-from hymate.tasks.mortality import P12_MORTALITY
-from hymate.train.checkpoint import save_checkpoint
+from hymate.tasks.registry import get_task
+from hymate.tasks.splits import Split
+from hymate.train.estimators import NeuralEstimator
+from hymate.train.module import TrainConfig
 from tests.conftest import write_p12
 
 runner = CliRunner()
 TINY = {"d_model": 16, "n_mamba_layers": 1, "n_heads": 2, "d_state": 4, "scan_backend": "reference"}
+
+
+MORTALITY = get_task("physionet2012", "mortality")
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +36,19 @@ def setup(tmp_path_factory) -> dict:
     ids = write_p12(root / "raw", per_set=20)
     where = ["--data-dir", str(root / "raw"), "--cache-dir", str(root / "cache")]
     assert runner.invoke(app, ["prepare", "physionet2012", *where, "-q"]).exit_code == 0
-    data = load_dataset("physionet2012", root / "raw", root / "cache", progress=False)
-    normalizer = Normalizer.fit(data, data.stay_ids, P12_MORTALITY.window_hours, P12_MORTALITY.categorical_statics)
-    meta = {"variant": "hymate", "task": P12_MORTALITY.name, "split": "physionet2012-strats-seed0-split0",
-            "calibration": {"a": 1.0, "b": 0.0}, "train": {"max_events": 64}}  # fmt: skip
+    view = MORTALITY.view(load_dataset("physionet2012", root / "raw", root / "cache", progress=False))
+    split = Split.load(root / "cache" / "splits" / "physionet2012-mortality-strats-seed0-split0.json", view)
+    normalizer = Normalizer.fit(view, view.stay_ids, MORTALITY.window_hours, MORTALITY.categorical_statics)
+    train = TrainConfig(max_events=64)
+    meta = {"task": MORTALITY.name, "label_type": "binary", "classes": [], "split": split.name,
+            "split_sha256": split.sha256, "calibration": {"kind": "platt", "a": 1.0, "b": 0.0}, "decision": None,
+            "train": train.to_dict()}  # fmt: skip
     torch.manual_seed(0)
     for name in ("hymate", "grud"):
-        model = build_model(name, normalizer.n_variables, len(normalizer.static_names), TINY)
-        save_checkpoint(root / name, model, normalizer, {**meta, "variant": name})
+        options = TINY if name == "hymate" else {}
+        model = build_model(name, normalizer.n_variables, len(normalizer.static_names), options)
+        estimator = NeuralEstimator(name, MORTALITY, train, options, model=model, normalizer=normalizer)
+        estimator.save(root / name, {**meta, "model_options": options})
     return {"root": root, "where": where, "stay": min(i for i, s in ids.items() if s == "a")}
 
 
@@ -83,6 +93,7 @@ def test_cohort_report_runs_the_deletion_test(setup):
         (["missing", "--stay", "STAY"], "is not a hymate checkpoint"),
         (["hymate"], "give --stay ID"),
         (["hymate", "--cohort", "--part", "train"], "--part must be test, val or all"),
+        (["hymate", "--stay", "STAY", "--class", "1"], "--class applies to multiclass tasks"),
     ],
 )
 def test_bad_input_is_one_clear_error(setup, args, message):

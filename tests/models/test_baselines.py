@@ -11,8 +11,11 @@ from hymate.data.batching import EventBatch
 from hymate.data.normalize import Normalizer
 from hymate.models.base import ModelOutput
 from hymate.models.grud import GRUD, GRUDConfig, bin_events, bin_index
+from hymate.models.registry import VARIANTS
 from hymate.models.strats import EventAttentionLayer, STraTS, STraTSConfig
-from hymate.train.checkpoint import load_checkpoint, save_checkpoint
+from hymate.tasks.registry import get_task
+from hymate.train.estimators import NeuralEstimator, load_checkpoint
+from hymate.train.module import TrainConfig, score_times, training_config
 
 V, S = 6, 3
 KINDS = ["strats", "strats_mamba", "grud"]
@@ -78,9 +81,16 @@ def test_output_shapes(kind):
 def test_config_defaults():
     strats = STraTSConfig(n_variables=V, n_statics=S)
     assert (strats.n_layers, strats.n_heads, strats.d_model, strats.ffn_mult) == (2, 4, 64, 2)
-    assert (strats.dropout, strats.variable_dropout, strats.n_mamba_layers) == (0.2, 0.2, 0)
+    assert (strats.dropout, strats.n_mamba_layers) == (0.2, 0)
     grud = GRUDConfig(n_variables=V, n_statics=S)
-    assert (grud.hidden_size, grud.n_bins, grud.variable_dropout) == (64, 48, 0.0)
+    assert (grud.hidden_size, grud.n_bins) == (64, 48)
+    # Variable dropout is a training setting now: 0.2 by default, off for GRU-D (tuned without it),
+    # and an option given explicitly still wins over the model's default.
+    task = get_task("physionet2012", "mortality")
+    assert not hasattr(strats, "variable_dropout") and not hasattr(grud, "variable_dropout")
+    assert training_config(task, "strats").variable_dropout == 0.2
+    assert training_config(task, "grud").variable_dropout == 0.0
+    assert training_config(task, "grud", {"variable_dropout": 0.1}).variable_dropout == 0.1
     m = STraTS(strats)
     assert len(m.context) == 0 and m.context_norm is None
     assert len(m.layers) == 2 and all(isinstance(layer, EventAttentionLayer) for layer in m.layers)
@@ -185,6 +195,47 @@ def test_gradients_reach_every_parameter(kind):
     m(batch).logits.sum().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# --- several prediction times per sample (online tasks), through the training loop's scorer ----
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_times_equals_the_forward_on_each_prefix(kind):
+    """A model without a one-pass hourly forward scores each prediction time on the batch cut at
+    that time's prefix: the same as the stay-level forward on that many events."""
+    m = model(kind)
+    batch = make_batch([20, 13], seed=8)
+    prefix = torch.tensor([[1, 4, 4, 20], [2, 9, 13, 13]])
+    time_mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    query = torch.zeros(2, 4)
+    with torch.no_grad():
+        out = score_times(m, batch, prefix, time_mask, query)
+        assert out.shape == (2, 4, 1)
+        for b in range(2):
+            for k in range(4):
+                if time_mask[b, k]:
+                    want = m(rows(batch, [b], int(prefix[b, k]))).logits[0]
+                    assert torch.allclose(out[b, k], want, atol=1e-5), (b, k)
+        # One time per sample reading all its events is the plain forward.
+        whole = score_times(m, batch, batch.lengths.unsqueeze(1), torch.ones(2, 1, dtype=torch.bool), query[:, :1])
+        assert torch.allclose(whole[:, 0], m(batch).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_prediction_time_before_any_event_reads_no_later_event(kind):
+    """Input rule: prefix 0 means every event of the stay is after the prediction time; what the
+    model outputs there must not depend on them (and must be finite)."""
+    m = model(kind)
+    batch = make_batch([10, 6], seed=9)
+    prefix = torch.tensor([[0, 3, 10], [2, 6, 6]])
+    time_mask = torch.tensor([[True, True, True], [True, True, False]])
+    changed = replace(batch, values=batch.values.clone(), variables=batch.variables.clone())
+    changed.values[0, :3] += 5.0
+    changed.variables[0, :3] = 1
+    with torch.no_grad():
+        before = score_times(m, batch, prefix, time_mask, torch.zeros(2, 3))
+        after = score_times(m, changed, prefix, time_mask, torch.zeros(2, 3))
+    assert torch.isfinite(before).all()
+    assert torch.equal(before[0, 0], after[0, 0])
 
 
 # --- GRU-D binning and decay -------------------------------------------------------------
@@ -301,6 +352,9 @@ def normalizer() -> Normalizer:
                       value_mean=[0.0] * V, value_std=[1.0] * V, window_hours=48.0)  # fmt: skip
 
 
+VARIANT_OF = {"strats": "strats", "strats_mamba": "hymate-events", "grud": "grud"}  # the registry's names
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_checkpoint_round_trip(kind, tmp_path):
     m = model(kind)
@@ -308,8 +362,15 @@ def test_checkpoint_round_trip(kind, tmp_path):
         for p in m.parameters():
             p.add_(0.01 * torch.randn_like(p))
     batch = make_batch([8, 3], seed=7)
-    save_checkpoint(tmp_path / kind, m, normalizer(), {"task": "test"})
-    loaded, _, meta = load_checkpoint(tmp_path / kind)
-    assert meta["model"] == kind.split("_")[0] and type(loaded) is type(m)
-    assert loaded.config == m.config
-    assert torch.equal(loaded(batch).logits, m(batch).logits)
+    task = get_task("physionet2012", "mortality")
+    name = VARIANT_OF[kind]
+    train = TrainConfig(seed=3, variable_dropout=0.0)
+    NeuralEstimator(name, task, train, model=m, normalizer=normalizer()).save(
+        tmp_path / kind, {"task": task.name, "train": train.to_dict(), "calibration": {"kind": "platt", "a": 1, "b": 0}})
+    loaded, loaded_task, meta = load_checkpoint(tmp_path / kind)
+    assert isinstance(loaded, NeuralEstimator) and loaded_task == task
+    assert meta["kind"] == "neural" and meta["model"] == name and meta["architecture"] == VARIANTS[name][0]
+    assert meta["architecture"] == kind.split("_")[0] and type(loaded.model) is type(m)
+    assert loaded.model.config == m.config and loaded.train == train and loaded.normalizer == normalizer()
+    assert meta["calibration"] == {"kind": "platt", "a": 1, "b": 0}
+    assert torch.equal(loaded.model(batch).logits, m(batch).logits)

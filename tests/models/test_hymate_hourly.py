@@ -10,11 +10,11 @@ import torch
 
 from hymate.data.augment import drop_variables
 from hymate.data.batching import EventBatch
-from hymate.data.hourly import HourlyDataset, collate_hourly, prefix_counts
 from hymate.data.normalize import Normalizer
+from hymate.data.samples import PredictionDataset, collate_samples, prefix_counts
 from hymate.data.schema import EventData
 from hymate.models.hymate import HyMaTE, HyMaTEConfig
-from hymate.train.online import predict_hourly
+from hymate.train.module import predict_raw
 from tests.models.test_hymate import S, V, make_batch, rows
 
 
@@ -196,18 +196,20 @@ def hourly_data(seed: int = 0, n_stays: int = 6) -> EventData:
 def test_dataset_prefix_counts_events_up_to_each_hour():
     data = hourly_data()
     norm = Normalizer.fit(data, data.stay_ids, 336.0)
-    ds = HourlyDataset(data, data.stay_ids, norm)
+    ds = PredictionDataset(data, data.stay_ids, norm)
+    assert len(ds) == len(data.stay_ids) and ds.n_times.sum() == data.labels.height  # one sample per stay
     for i, stay in enumerate(ds.stay_ids):
         times = data.events.filter(pl.col("stay_id") == stay).get_column("time").to_numpy()
         item = ds[i]
-        assert item["prefix"].tolist() == [int((times <= h).sum()) for h in item["hours"]]
+        assert item["pred_times"].tolist() == data.labels.filter(pl.col("stay_id") == stay)["prediction_time"].to_list()
+        assert item["prefix"].tolist() == [int((times <= h).sum()) for h in item["pred_times"]]
     # Prediction hours on the clock of the event times: an event at hour h has time t == query time of h.
     encoded = norm.encode_events(data.events)
     np.testing.assert_array_equal(norm.scale_time(encoded["time"].to_numpy()), encoded["t"].to_numpy())
-    np.testing.assert_array_equal(ds.query_times, norm.scale_time(ds.hours))
-    batch = collate_hourly([ds[0], ds[1]])
-    assert batch.prefix.shape == batch.hour_mask.shape == batch.labels.shape == batch.query_times.shape
-    assert torch.equal(batch.query_times[0, : len(ds[0]["hours"])], torch.from_numpy(ds[0]["query_times"]))
+    np.testing.assert_array_equal(ds.query_times, norm.scale_time(ds.pred_times))
+    batch = collate_samples([ds[0], ds[1]])
+    assert batch.prefix.shape == batch.time_mask.shape == batch.labels.shape == batch.query_times.shape
+    assert torch.equal(batch.query_times[0, : len(ds[0]["pred_times"])], torch.from_numpy(ds[0]["query_times"]))
 
 
 @pytest.mark.parametrize("query_time", [False, True])
@@ -223,9 +225,10 @@ def test_scores_up_to_hour_h_do_not_move_when_the_table_changes_after_h(query_ti
         data.events.filter(late).with_columns(pl.lit("Lactate").alias("variable")),  # extra events after h
     ]).sort("stay_id", "time", "variable")  # fmt: skip
     changed = EventData(data.name, changed_events, data.statics, data.labels, data.stays)
-    before = predict_hourly(m, HourlyDataset(data, data.stay_ids, norm), batch_size=4)
-    after = predict_hourly(m, HourlyDataset(changed, data.stay_ids, norm), batch_size=4)
-    early = before.get_column("hour").to_numpy() <= h
-    b, a = before.get_column("logit").to_numpy(), after.get_column("logit").to_numpy()
+    ds_before, ds_after = PredictionDataset(data, data.stay_ids, norm), PredictionDataset(changed, data.stay_ids, norm)
+    b, a = predict_raw(m, ds_before, batch_size=4)[:, 0], predict_raw(m, ds_after, batch_size=4)[:, 0]
+    np.testing.assert_array_equal(ds_before.pred_times, ds_after.pred_times)  # the same rows, in the same order
+    np.testing.assert_array_equal(ds_before.row_stay_ids, ds_after.row_stay_ids)
+    early = ds_before.pred_times <= h
     np.testing.assert_allclose(b[early], a[early], atol=1e-6, rtol=0)
     assert np.abs(b[~early] - a[~early]).max() > 1e-3

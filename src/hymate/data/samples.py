@@ -115,7 +115,7 @@ class PredictionDataset(Dataset):
                             f"{int(per_sample.max())} (a stay's early predictions would read less the longer it lasts)")  # fmt: skip
 
         # The input rule: the events of each sample's window, nothing later.
-        events = view.events.join(windows, on="stay_id").filter(
+        events = view.events.join(windows, on="stay_id", maintain_order="left").filter(
             (pl.col("time") <= pl.col("_end")) & (pl.col("time") > pl.col("_start")))
         known = pl.col("variable").is_in(pl.Series(normalizer.variables, dtype=pl.String).implode())
         self.dropped_unknown = int(events.filter(~known).height) if unknown_variables == "drop" else 0

@@ -92,7 +92,7 @@ def check_label_table(labels: pl.DataFrame, task: Task) -> None:
             raise DataError(f"task {task.name}: label table lacks the column {column!r}")
     times = labels.get_column("prediction_time")
     if times.null_count() or not times.is_finite().all():
-        raise DataError(f"task {task.name}: {times.null_count()} prediction times are null or not finite")
+        raise DataError(f"task {task.name}: {times.null_count() + int((~times.is_finite()).sum())} prediction times are null or not finite")
     if labels.select(pl.struct("stay_id", "prediction_time").is_duplicated().any()).item():
         raise DataError(f"task {task.name}: a stay has two labels at the same prediction time")
     y = labels.get_column("label").drop_nulls()

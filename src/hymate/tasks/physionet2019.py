@@ -22,6 +22,7 @@ import polars as pl
 
 from hymate.data import physionet2019
 from hymate.data.schema import EventData
+from hymate.errors import DataError
 from hymate.tasks.base import Task, excluded
 
 CLOCK_HOURS = 336.0  # the online task's time scale: t = 2 * hours / 336 - 1 (the longest ICULOS)
@@ -43,6 +44,9 @@ def online(data: EventData) -> EventData:
     to score) its hours first_hour .. first_hour + n_hours - 1 with no label."""
     labelled = data.labels.select("stay_id", "prediction_time", pl.col("label").cast(pl.Float64))
     unlabelled = data.stays.join(labelled.select("stay_id").unique(), on="stay_id", how="anti")
+    if unlabelled.height and not {"first_hour", "n_hours"} <= set(unlabelled.columns):
+        raise DataError(f"{unlabelled.height} stays have no label rows and the stays table has no first_hour / n_hours "
+                        "to place their hourly predictions")  # fmt: skip
     hours = unlabelled.select(
         "stay_id", pl.int_ranges("first_hour", pl.col("first_hour") + pl.col("n_hours")).alias("prediction_time")
     ).explode("prediction_time").drop_nulls("prediction_time")

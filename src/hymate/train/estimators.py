@@ -178,7 +178,8 @@ class TabularEstimator:
         y_tr, y_va = _labels(rows_tr), _labels(rows_va)
         start, cpu = time.perf_counter(), time.process_time()
         self.model = fit_tabular(self.name, self.task.label_type, self.task.n_outputs, X_tr[y_tr.mask], y_tr.y,
-                                 X_va[y_va.mask], y_va.y, self.seed, self.task.tabular_grid)  # fmt: skip
+                                 X_va[y_va.mask], y_va.y, self.seed,
+                                 self.task.tabular_grid if self.name == "lightgbm" else None)  # fmt: skip
         train_s = time.perf_counter() - start
         self.dropped = {"val": dropped}
         extra = {"hyperparameters": self.model.chosen, "grid_trials": self.model.trials, "train_cpu_s": round(time.process_time() - cpu, 2),

@@ -113,9 +113,10 @@ def score_times(model: torch.nn.Module, events: EventBatch, prefix: torch.Tensor
         return model.forward_hourly(events, prefix, time_mask, query_times)
     outs = []
     for k in range(prefix.shape[1]):
-        n = prefix[:, k].clamp(min=1)  # a model without an hourly forward needs one event
-        keep = torch.arange(events.mask.shape[1]).unsqueeze(0) < n.unsqueeze(1)
-        cut = EventBatch(events.times * keep, events.variables * keep, events.values * keep, events.mask & keep,
+        slots = torch.arange(events.mask.shape[1]).unsqueeze(0)
+        keep = slots < prefix[:, k].clamp(min=1).unsqueeze(1)  # a model without an hourly forward needs one event:
+        real = slots < prefix[:, k].unsqueeze(1)  # a null one (variable 0, no value) when none is visible yet
+        cut = EventBatch(events.times * real, events.variables * real, events.values * real, events.mask & keep,
                          events.statics, events.labels, events.stay_ids, query_times[:, k])  # fmt: skip
         outs.append(model(cut).logits)
     return torch.stack(outs, dim=1)
