@@ -3,6 +3,8 @@ and the comparison table is written."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -48,3 +50,21 @@ def test_benchmark_rejects_unknown_models_before_running_anything(tmp_path):
     assert result.exit_code == 2
     assert "xgboost9" in result.output and "Traceback" not in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_benchmark_runs_a_grid_on_any_task_with_its_label_types_metrics(p12, real_data, real_cache, tmp_path):
+    out = tmp_path / "bench"
+    where = ["--data-dir", str(real_data), "--cache-dir", str(real_cache), "-q"]
+    args = ["benchmark", "physionet2012", "--task", "los-bands", "--protocol", "strats", "--models", "logreg",
+            "--seeds", "0", "--train-stays", "300", "--eval-stays", "300", "--out", str(out), *where]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = (out / "tables" / "strats" / "table.md").read_text()
+    assert "physionet2012-los-bands" in table and "| logreg | 1 |" in table
+    assert "AUROC (macro)" in table and "F1 (macro)" in table and "AUROC |" not in table  # multiclass columns
+    row = json.loads((out / "logreg" / "strats-split0-seed0" / "report" / "metrics.json").read_text())["row"]
+    assert (row["task"], row["label_type"], row["train_stays"]) == ("physionet2012-los-bands", "multiclass", 300)
+    bad = runner.invoke(app, ["benchmark", "physionet2012", "--task", "los-bands", "--protocol", "a2b", "--models", "logreg",
+                              "--out", str(tmp_path / "bad"), *where])  # fmt: skip
+    assert bad.exit_code == 2 and "does not use the a2b protocol" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad").exists()

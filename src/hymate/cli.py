@@ -236,7 +236,7 @@ def train(
     channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
     max_events: Annotated[int | None, typer.Option(help="Most recent events kept of a sample with one prediction time (default 880).")] = None,
     recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = None,
-    train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (default: the task's recipe, else all).")] = None,
+    train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (0: all; default: the task's recipe, else all).")] = None,
     query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).")] = None,
     train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
@@ -262,6 +262,8 @@ def train(
     config = resolve_training(task, model, given, options)  # checks the settings before any data are read
     seed_list = parse_int_list(seeds)
     protocol = protocol or task.protocols[0]
+    if protocol not in task.protocols:
+        raise HymateError(f"--protocol {protocol}: task {task.name} does not use it; its protocols: {', '.join(task.protocols)}")
     view = _view(task, data_dir, cache_dir, download, not quiet)
     check_task_options(task, view, given)
     chosen = load_or_make_splits(view, task, protocol, split_seed, resolve_cache(cache_dir) / "splits")
@@ -508,7 +510,7 @@ def explain(
         if not 0 <= output < len(task.classes):
             raise HymateError(f"--class must be 0..{len(task.classes) - 1} ({', '.join(task.classes)}), got {output}")
     model = OneOutput(estimator.model, output)
-    info = {**meta, "explained_output": task.classes[output] if task.classes else task.positive_label,
+    info = {**meta, "explained_output": task.classes[output] if task.classes else (task.positive_label if task.label_type == "binary" else "predicted value"),
             "positive_label": task.positive_label}  # fmt: skip
     if task.label_type != "binary":
         deletion = False  # the deletion test measures AUROC against binary labels

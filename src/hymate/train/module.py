@@ -80,6 +80,8 @@ def training_config(task, model: str, given: dict | None = None) -> TrainConfig:
     settings = {**task.recipe, **VARIANT_TRAINING.get(model, {}), **{k: v for k, v in (given or {}).items() if v is not None}}
     if settings.get("ema_decay") == 0:
         settings["ema_decay"] = None  # 0 means off
+    if settings.get("train_hours_per_stay") == 0:
+        settings["train_hours_per_stay"] = None  # 0 means every prediction time
     return TrainConfig(**settings)
 
 

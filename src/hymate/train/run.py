@@ -118,7 +118,7 @@ def run_one(
         "test_stays": len(split.test), "test_rows": int(keep.sum()),
     }  # fmt: skip
     meta = {
-        "task": task.name, "label_type": kind, "classes": list(task.classes), "positive_label": task.positive_label,
+        "task": task.name, "label_type": kind, "classes": list(task.classes), "positive_label": task.positive_label if kind == "binary" else None,
         "split": split.name,
         "split_sha256": split.sha256, "calibration": calibration, "decision": decision, "train": train.to_dict(),
         "model_options": getattr(estimator, "model_options", None), "val_metrics": val_metrics,
