@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from hymate.errors import HymateError
+from hymate.errors import DataError, HymateError
 
 app = typer.Typer(
     help="hymate: learn from electronic health records with HyMaTE (hybrid Mamba + Transformer).",
@@ -90,7 +92,12 @@ def prepare(
         for reason, entry in view.report["task"].get("excluded_stays", {}).items():
             console.print(f"{task.short}: {entry['count']:,} stays left out ({reason})")
         for protocol in task.protocols:
-            for split in make_splits(view, task, protocol, seed):
+            try:
+                drawn = make_splits(view, task, protocol, seed)
+            except DataError as exc:  # e.g. a small cohort: the other tasks and protocols still get theirs
+                console.print(f"[yellow]{task.short} {protocol}: no split files[/]: {escape(str(exc))}")
+                continue
+            for split in drawn:
                 split.save(out)
                 table.add_row(task.short, protocol, str(split.index), f"{len(split.train):,}", f"{len(split.val):,}",
                               f"{len(split.test):,}", split.sha256[:16])  # fmt: skip
@@ -124,6 +131,7 @@ def describe(
         per_stay = EventData(view.name, view.events, view.statics, labels, view.stays, view.report)
     s = summarise(per_stay)
     s["task"] = {"name": task.name, "label_type": task.label_type, "rule": task.label_rule, "label_rows": rows.height,
+                 "positive_rows": int(rows.get_column("label").sum()) if task.label_type == "binary" else None,
                  "excluded_stays": view.report["task"].get("excluded_stays", {})}  # fmt: skip
     console.print(f"[bold]{task.name}[/] ({task.label_type}): {s['stays']:,} stays, {s['events']:,} events, "
                   f"{rows.height:,} predictions; {task.label_rule}")  # fmt: skip
@@ -202,8 +210,8 @@ def resolve_training(task, model: str, given: dict, model_options: dict):
     return training_config(task, model, given)
 
 
-def check_task_options(task, view, given: dict) -> None:
-    """Options that depend on how many predictions a stay has."""
+def check_task_options(task, view, given: dict, config):
+    """Options that depend on how many predictions a stay has; returns the config to train with."""
     from hymate.train.estimators import many_per_stay
 
     many = many_per_stay(view) and task.lookback_hours is None
@@ -212,6 +220,9 @@ def check_task_options(task, view, given: dict) -> None:
                           "time of a stay in one pass and reads all events up to each")  # fmt: skip
     if not many and given.get("train_hours_per_stay") is not None:
         raise HymateError(f"--train-hours-per-stay samples the prediction times of a stay; {task.name} has one per stay")
+    if many and config.max_events is not None:  # TrainConfig's cap is for one prediction per sample
+        config = replace(config, max_events=None)
+    return config
 
 
 @app.command()
@@ -238,8 +249,8 @@ def train(
     recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = None,
     train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (0: all; default: the task's recipe, else all).")] = None,
     query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).")] = None,
-    train_stays: Annotated[int | None, typer.Option(help="Use a random subset of training stays (quick runs).")] = None,
-    eval_stays: Annotated[int | None, typer.Option(help="Use a random subset of validation/test stays.")] = None,
+    train_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of training stays (quick runs).")] = None,
+    eval_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of validation/test stays.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
     resume: Annotated[bool, typer.Option(help="Skip finished runs and resume interrupted ones.")] = True,
     data_dir: DataDir = None,
@@ -265,7 +276,7 @@ def train(
     if protocol not in task.protocols:
         raise HymateError(f"--protocol {protocol}: task {task.name} does not use it; its protocols: {', '.join(task.protocols)}")
     view = _view(task, data_dir, cache_dir, download, not quiet)
-    check_task_options(task, view, given)
+    config = check_task_options(task, view, given, config)
     chosen = load_or_make_splits(view, task, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
         wanted = set(parse_int_list(splits))
@@ -273,7 +284,7 @@ def train(
         if unknown:
             raise HymateError(f"--splits {splits}: the {protocol} protocol has splits {', '.join(str(s.index) for s in chosen)}")
         chosen = [s for s in chosen if s.index in wanted]
-    if train_stays or eval_stays:
+    if train_stays is not None or eval_stays is not None:
         chosen = [subsample(s, train_stays, eval_stays, split_seed) for s in chosen]
     model_options = {k: v for k, v in options.items() if v is not None}
     rows = run_experiment(task, view, chosen, seed_list, model, config, out, model_options, not quiet, resume)
@@ -299,8 +310,8 @@ def benchmark(
     splits: Annotated[str | None, typer.Option(help="Split indices (default: all of the protocol).")] = None,
     out: Annotated[Path, typer.Option(help="Benchmark folder: one subfolder per model, the tables in tables/<protocol>.")] = Path("runs/benchmark"),
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs of the neural models (default: train's).")] = None,
-    train_stays: Annotated[int | None, typer.Option(help="Random subset of training stays (quick runs).")] = None,
-    eval_stays: Annotated[int | None, typer.Option(help="Random subset of validation/test stays.")] = None,
+    train_stays: Annotated[int | None, typer.Option(min=1, help="Random subset of training stays (quick runs).")] = None,
+    eval_stays: Annotated[int | None, typer.Option(min=1, help="Random subset of validation/test stays.")] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (two 1-thread runs did ~1.4x the work of one 2-thread run on a 2-core CPU).")] = 1,
@@ -327,9 +338,11 @@ def benchmark(
     protocol = protocol or task.protocols[0]
     if protocol not in task.protocols:
         raise HymateError(f"task {task.name} does not use the {protocol} protocol; its protocols: {', '.join(task.protocols)}")
-    one_split = PROTOCOLS[protocol].name in ("strats", "a2b")
-    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if one_split else [0])
-    split_list = parse_int_list(splits) if splits else ([0] if one_split else [0, 1, 2, 3, 4])
+    if epochs is not None and all(m in TABULAR for m in names):
+        raise HymateError("--epochs sets training of neural models; the grid has only tabular ones")
+    n_splits = PROTOCOLS[protocol].n_splits
+    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if n_splits == 1 else [0])
+    split_list = parse_int_list(splits) if splits else list(range(n_splits))
     jobs = [(m, k, s) for m in names for k in split_list for s in seed_list]
     passthrough = []
     for flag, value in (("--epochs", epochs), ("--train-stays", train_stays), ("--eval-stays", eval_stays),
@@ -434,7 +447,7 @@ def evaluate(
     write_report(folder, f"{meta['model']} on {task.name}, {split.name} ({part})", task, frame, metrics, ci,
                  {"checkpoint": str(checkpoint), "split": split.name})  # fmt: skip
     table = Table("metric", "value", "95 % CI", title=f"{task.name}, {split.name} ({part}, {len(np.unique(ids)):,} stays, {len(y):,} predictions)")
-    for key in (*METRICS_BY_TYPE[kind], *(["utility"] if "utility" in metrics else [])):
+    for key in (*METRICS_BY_TYPE[kind], *([task.threshold_metric] if task.threshold_metric else [])):
         lo, hi = ci.get(key, (float("nan"), float("nan")))
         table.add_row(METRIC_LABELS.get(key, key), f"{metrics[key]:.4f}", f"{lo:.4f} to {hi:.4f}")
     console.print(table)
@@ -473,7 +486,7 @@ def explain(
     cohort: Annotated[bool, typer.Option("--cohort", help="Explain a cohort: global importance, attention map, deletion test.")] = False,
     part: Annotated[str, typer.Option(help="Cohort stays: test or val of the checkpoint's split, or all stays in the data.")] = "test",
     max_stays: Annotated[int | None, typer.Option(help="Cohort: a random subset of this many stays (seeded).")] = None,
-    deletion: Annotated[bool, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times; binary tasks).")] = True,
+    deletion: Annotated[bool | None, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times; binary tasks; default: on for them).")] = None,
     target_class: Annotated[int | None, typer.Option("--class", help="Multiclass tasks: the class whose logit is explained (default: the last).")] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps (Gauss-Legendre).")] = 8,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <checkpoint>/../explain).")] = None,
@@ -512,8 +525,11 @@ def explain(
     model = OneOutput(estimator.model, output)
     info = {**meta, "explained_output": task.classes[output] if task.classes else (task.positive_label if task.label_type == "binary" else "predicted value"),
             "positive_label": task.positive_label}  # fmt: skip
-    if task.label_type != "binary":
-        deletion = False  # the deletion test measures AUROC against binary labels
+    if not cohort and (part != "test" or max_stays is not None or deletion is not None):
+        raise HymateError("--part, --max-stays and --deletion apply to --cohort")
+    if deletion and task.label_type != "binary":
+        raise HymateError(f"--deletion measures AUROC against binary labels; {task.name} is {task.label_type}")
+    deletion = task.label_type == "binary" if deletion is None else deletion
     folder = out or Path(checkpoint).parent / "explain"
     view = _view(task, data_dir, cache_dir, progress=not quiet, require_labels=not stay or cohort)
     data = at_last_prediction(view, task.lookback_hours)

@@ -50,14 +50,14 @@ def train_tiny(
     normalizer = Normalizer.fit(data, train_ids, WINDOW)
     dataset = EventSequenceDataset(data, train_ids, normalizer)
     config = HyMaTEConfig(n_variables=len(VARIABLES), n_statics=len(normalizer.static_names), d_model=16,
-                          n_mamba_layers=1, n_heads=2, d_state=4, dropout=0.0, variable_dropout=variable_dropout, scan_backend="reference")  # fmt: skip
+                          n_mamba_layers=1, n_heads=2, d_state=4, dropout=0.0, scan_backend="reference")  # fmt: skip
     model = HyMaTE(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sampler = LengthBucketSampler(dataset.lengths, 32, shuffle=True, seed=seed)
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         for indices in sampler:
-            batch = drop_variables(collate([dataset[i] for i in indices]), config.variable_dropout)
+            batch = drop_variables(collate([dataset[i] for i in indices]), variable_dropout)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(model(batch).logits[:, 0], batch.labels)
             optimizer.zero_grad()
             loss.backward()

@@ -51,7 +51,7 @@ def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: d
     if history is not None and history.height:
         _plot_history(folder / "training.png", history, kind)
         figures.append("training")
-    keys = [*METRICS_BY_TYPE[kind], *(k for k in metrics if k == "utility")]
+    keys = [*METRICS_BY_TYPE[kind], *([task.threshold_metric] if task.threshold_metric in metrics else [])]
     lines = [f"# {title}", "", "| metric | value | 95 % CI (bootstrap) |", "|---|---|---|"]
     for key in keys:
         lo, hi = ci.get(key, (float("nan"), float("nan")))

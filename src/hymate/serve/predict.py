@@ -22,7 +22,8 @@ def score(estimator, task, meta: dict, view: EventData, stay_ids=None, progress:
     Columns: stay_id, prediction_time, label (null if unknown), then by label type: probability
     (calibrated on validation) and logit (binary; alarm where the task has a decision threshold),
     p_<class> and predicted_class (multiclass), prediction (regression); top_variables (the
-    model's channel-attention weights, summing to 1 over variables) where the model has them.
+    model's channel-attention weights, summing to 1 over variables, at the stay's last prediction
+    time; empty on its earlier rows) where the model has them.
     """
     ids = view.stay_ids if stay_ids is None else list(stay_ids)
     if not ids:
@@ -31,9 +32,11 @@ def score(estimator, task, meta: dict, view: EventData, stay_ids=None, progress:
     pred = predictions(task.label_type, raw, meta.get("calibration"), getattr(estimator, "target", None))
     frame = prediction_frame(task, rows, raw, pred, meta.get("decision"))
     if estimator.kind == "neural":
-        top = top_variables(estimator, at_last_prediction(view, task.lookback_hours), ids)
-        if top is not None:
-            frame = frame.join(top, on="stay_id", how="left", maintain_order="left")
+        last = at_last_prediction(view, task.lookback_hours)
+        top = top_variables(estimator, last, ids)
+        if top is not None:  # the weights at a stay's last prediction time: on that row only (earlier rows read less)
+            top = top.join(last.labels.select("stay_id", "prediction_time"), on="stay_id")
+            frame = frame.join(top, on=["stay_id", "prediction_time"], how="left", maintain_order="left")
     return frame, dropped
 
 

@@ -58,7 +58,9 @@ def online(data: EventData) -> EventData:
 def stay_level(data: EventData, hours: float = STAY_WINDOW_HOURS) -> EventData:
     """One label per stay (any SepsisLabel) at the time of its last event in its first `hours`
     released hours (rows first .. first + hours - 1), times re-based to its first row."""
-    first = data.labels.group_by("stay_id").agg(pl.col("prediction_time").min().alias("_first"))
+    if "first_hour" not in data.stays.columns:
+        raise DataError("the stays table has no first_hour (the ICULOS of each stay's first row)")
+    first = data.stays.select("stay_id", pl.col("first_hour").cast(pl.Float64).alias("_first"))
     events = (
         data.events.join(first, on="stay_id", how="inner")
         .with_columns((pl.col("time") - pl.col("_first")).alias("time"))

@@ -95,6 +95,7 @@ class Protocol:
     name: str
     description: str
     draw: Callable[[np.ndarray, np.ndarray, np.ndarray, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+    n_splits: int = 1
     needs: tuple[str, ...] = ()  # source groups (stays.split_group) the protocol reads
 
 
@@ -132,10 +133,10 @@ def _a2b(ids, strata, groups, seed):
 PROTOCOLS = {
     p.name: p
     for p in (
-        Protocol("strats", "test = P12 set a; sets b + c split 80/20 into train/validation", _strats, ("a", "b", "c")),
-        Protocol("splits5", "five stratified 80/10/10 splits", _splits5),
-        Protocol("kfold5", "five folds; the rest of each split 8:1 into train/validation", _kfold5),
-        Protocol("a2b", "train/validation on source group A (9:1), test on group B", _a2b, ("A", "B")),
+        Protocol("strats", "test = P12 set a; sets b + c split 80/20 into train/validation", _strats, 1, ("a", "b", "c")),
+        Protocol("splits5", "five stratified 80/10/10 splits", _splits5, 5),
+        Protocol("kfold5", "five folds; the rest of each split 8:1 into train/validation", _kfold5, 5),
+        Protocol("a2b", "train/validation on source group A (9:1), test on group B", _a2b, 1, ("A", "B")),
     )
 }
 

@@ -111,7 +111,7 @@ def score_times(model: torch.nn.Module, events: EventBatch, prefix: torch.Tensor
     if prefix.shape[1] == 1 and bool((prefix[:, 0] >= events.lengths).all()):
         events.query_times = query_times[:, 0]
         return model(events).logits.unsqueeze(1)
-    if hasattr(model, "forward_hourly"):
+    if hasattr(model, "forward_hourly") and not getattr(model.config, "channel_stats", False):
         return model.forward_hourly(events, prefix, time_mask, query_times)
     outs = []
     for k in range(prefix.shape[1]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ import polars as pl
 import torch
 
 from hymate.data.schema import EventData
+from hymate.errors import DataError, HymateError
 from hymate.evaluate.metrics import METRICS_BY_TYPE, summarise_runs
 from hymate.evaluate.report import write_report
 from hymate.evaluate.scores import (
@@ -64,6 +66,37 @@ def finished_row(folder: Path) -> dict | None:
         return None  # an unreadable report is redone, not trusted
 
 
+def claim_folder(folder: Path, identity: dict, resume: bool) -> None:
+    """Record what a run folder holds (run.json), so a folder of another task, model or settings is
+    never resumed or read back as this run's result: that is an error; without `resume` it is replaced."""
+    identity = json.loads(json.dumps(identity, default=str))
+    stored = folder / "run.json"
+    if stored.exists():
+        try:
+            same = json.loads(stored.read_text()) == identity
+        except ValueError:
+            same = False
+        if not same:
+            if resume:
+                raise HymateError(f"{folder} holds a run of other settings (see {stored}): use another --out, "
+                                  "or --no-resume to replace it")  # fmt: skip
+            shutil.rmtree(folder)
+    elif not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(identity, indent=1))
+
+
+def check_validation(task: Task, view: EventData, split: Split) -> None:
+    """Selection and calibration need both classes among the validation labels."""
+    if task.label_type == "regression":
+        return
+    y = view.labels.filter(pl.col("stay_id").is_in(pl.Series(split.val, dtype=pl.Int64).implode())).get_column("label").drop_nulls()
+    if y.n_unique() < 2:
+        raise DataError(f"the validation stays of {split.name} ({len(split.val):,}) have labels of one class only: "
+                        "use more validation stays (--eval-stays)")  # fmt: skip
+
+
 def run_one(
     task: Task,
     view: EventData,
@@ -79,8 +112,11 @@ def run_one(
     """Train `model_name` on split.train, select on split.val, report on split.test; the result row."""
     start = time.perf_counter()
     folder = run_folder(out, split, train.seed)
+    claim_folder(folder, {"task": task.name, "model": model_name, "split_sha256": split.sha256,
+                          "train": train.to_dict(), "model_options": model_options or {}}, resume)  # fmt: skip
     if resume and (row := finished_row(folder)) is not None:
         return row
+    check_validation(task, view, split)
     L.seed_everything(train.seed, workers=True, verbose=False)
     estimator = make_estimator(model_name, task, train, model_options)
     fit = estimator.fit(view, split, folder, progress, resume)
