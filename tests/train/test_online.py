@@ -15,6 +15,7 @@ import torch
 from hymate.data.normalize import Normalizer
 from hymate.data.samples import PredictionDataset, collate_samples
 from hymate.data.schema import EventData
+from hymate.errors import HymateError
 from hymate.models.hymate import HyMaTE, HyMaTEConfig
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import make_splits, subsample
@@ -50,7 +51,10 @@ def test_hymate_and_lightgbm_online_runs_write_a_row_and_resume(tmp_path):
     assert row["model"] == "hymate" and row["split"] == 0 and row["seed"] == 0
     assert (predictions.get_column("alarm") == (predictions.get_column("probability") >= row["threshold"])).all()
     (folder / "checkpoint" / "model.safetensors").unlink()  # a finished run is read back, not redone
-    assert run_one(ONLINE, view, split, "hymate", config, tmp_path / "hymate", {}, progress=False) == row
+    assert run_one(ONLINE, view, split, "hymate", config, tmp_path / "hymate", TINY, progress=False) == row
+    # The folder holds this run: other model options are another run, never read back as this one's.
+    with pytest.raises(HymateError, match="holds a run of other settings"):
+        run_one(ONLINE, view, split, "hymate", config, tmp_path / "hymate", {}, progress=False)
     lgb_task = replace(ONLINE, tabular_grid=TINY_GRID)  # the task's own grid is sized for 1.5 M hours
     lgb = run_one(lgb_task, view, split, "lightgbm", config, tmp_path / "lightgbm", progress=False, n_boot=20)
     report = json.loads((tmp_path / "lightgbm" / "kfold5-split0-seed0" / "report" / "metrics.json").read_text())

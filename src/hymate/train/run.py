@@ -112,8 +112,10 @@ def run_one(
     """Train `model_name` on split.train, select on split.val, report on split.test; the result row."""
     start = time.perf_counter()
     folder = run_folder(out, split, train.seed)
+    # How long it trains may change on a resume (train an interrupted run further); what it learns from may not.
+    settings = {k: v for k, v in train.to_dict().items() if k not in ("max_epochs", "patience", "limit_train_batches")}
     claim_folder(folder, {"task": task.name, "model": model_name, "split_sha256": split.sha256,
-                          "train": train.to_dict(), "model_options": model_options or {}}, resume)  # fmt: skip
+                          "train": settings, "model_options": model_options or {}}, resume)  # fmt: skip
     if resume and (row := finished_row(folder)) is not None:
         return row
     check_validation(task, view, split)
