@@ -14,13 +14,13 @@ import torch
 
 from hymate.data.normalize import Normalizer
 from hymate.data.samples import PredictionDataset, collate_samples
-from hymate.data.schema import EventData
 from hymate.errors import HymateError
 from hymate.models.hymate import HyMaTE, HyMaTEConfig
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import make_splits, subsample
 from hymate.train.module import TrainConfig, subsample_times, training_config
 from hymate.train.run import run_one
+from tests.models.test_hymate_hourly import hourly_data
 from tests.tasks.test_sepsis import p19_like
 
 ONLINE = get_task("physionet2019", "sepsis-online")
@@ -74,28 +74,6 @@ def test_a2b_drops_and_counts_variables_hospital_a_never_had(tmp_path):
     assert meta["dropped_unknown_variable_events"]["test"] == b_only.height and row["protocol"] == "a2b"
     assert meta["dropped_unknown_variable_events"]["val"] == 0  # validation is hospital A too
 
-
-def hourly_data(seed: int = 0, n_stays: int = 6) -> EventData:
-    """Stays of 8-19 hours with 0-3 events an hour; every third stay positive over its last 5 hours."""
-    rng = np.random.default_rng(seed)
-    events, labels = [], []
-    for stay in range(1, n_stays + 1):
-        n_hours = int(rng.integers(8, 20))
-        for hour in range(1, n_hours + 1):
-            for var in rng.choice(["HR", "Temp", "MAP", "Lactate"], size=int(rng.integers(0, 4)), replace=False):
-                events.append((stay, float(hour), str(var), float(rng.normal(80, 10))))
-            labels.append((stay, float(hour), bool(stay % 3 == 0 and hour > n_hours - 6)))
-    ev = pl.DataFrame(events, schema={"stay_id": pl.Int64, "time": pl.Float64, "variable": pl.String, "value": pl.Float64},
-                      orient="row").sort("stay_id", "time", "variable")  # fmt: skip
-    lab = pl.DataFrame(
-        labels, schema={"stay_id": pl.Int64, "prediction_time": pl.Float64, "label": pl.Boolean}, orient="row"
-    )
-    ids = list(range(1, n_stays + 1))
-    stays = pl.DataFrame({"stay_id": ids, "split_group": ["A"] * n_stays}).join(
-        ev.group_by("stay_id").len("n_events").with_columns(pl.col("n_events").cast(pl.Int64)), on="stay_id"
-    )
-    statics = pl.DataFrame({"stay_id": ids, "age": rng.normal(60, 10, n_stays)})
-    return EventData("physionet2019", ev, statics, lab, stays)
 
 
 def _batch(seed: int, n_stays: int):
