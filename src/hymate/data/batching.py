@@ -45,6 +45,12 @@ class EventBatch:
         return self.labels.shape[0]
 
 
+def capped_lengths(offsets: np.ndarray, max_events: int | None) -> np.ndarray:
+    """Events per item of a CSR layout after keeping at most `max_events` (the most recent) of each."""
+    raw = np.diff(offsets)
+    return raw if max_events is None else np.minimum(raw, max_events)
+
+
 class EventSequenceDataset(Dataset):
     """One item per stay: its time-sorted (time, variable, value) triplets, statics and label."""
 
@@ -94,8 +100,7 @@ class EventSequenceDataset(Dataset):
     @property
     def lengths(self) -> np.ndarray:
         """Events per stay after the cap (what the model sees)."""
-        raw = np.diff(self.offsets)
-        return raw if self.max_events is None else np.minimum(raw, self.max_events)
+        return capped_lengths(self.offsets, self.max_events)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray | float | int]:
         start, end = self.offsets[i], self.offsets[i + 1]

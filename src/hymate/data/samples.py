@@ -28,7 +28,7 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset
 
-from hymate.data.batching import EventBatch, collate
+from hymate.data.batching import EventBatch, capped_lengths, collate
 from hymate.data.normalize import Normalizer
 from hymate.data.schema import EventData
 from hymate.errors import DataError
@@ -149,8 +149,7 @@ class PredictionDataset(Dataset):
     @property
     def lengths(self) -> np.ndarray:
         """Events per sample after the cap (what the model reads)."""
-        raw = np.diff(self.offsets)
-        return raw if self.max_events is None else np.minimum(raw, self.max_events)
+        return capped_lengths(self.offsets, self.max_events)
 
     @property
     def n_times(self) -> np.ndarray:

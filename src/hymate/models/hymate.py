@@ -41,10 +41,10 @@ from hymate.nn.layers import (
     N_CHANNEL_STATS,
     AttentionPool,
     ChannelAttentionLayer,
-    ContextLayer,
     ContinuousValueEmbedding,
     causal_attention_pool,
     channel_stats,
+    context_stack,
     embed_triplets,
     last_event_time,
     run_context,
@@ -92,18 +92,7 @@ class HyMaTE(nn.Module):
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
         self.embed_drop = nn.Dropout(config.dropout)
-        self.context = nn.ModuleList(
-            ContextLayer(
-                d,
-                d_state=config.d_state,
-                d_conv=config.d_conv,
-                expand=config.expand,
-                scan_backend=config.scan_backend,
-                ffn=config.mamba_ffn,
-                dropout=config.context_dropout,
-            )
-            for _ in range(config.n_mamba_layers)
-        )
+        self.context = context_stack(config)
         self.context_norm = RMSNorm(d)
 
         if config.channel_attention:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from hymate.data.batching import EventBatch
 from hymate.models.base import ModelOutput
-from hymate.nn.layers import AttentionPool, ContextLayer, ContinuousValueEmbedding, embed_triplets, run_context
+from hymate.nn.layers import AttentionPool, ContinuousValueEmbedding, context_stack, embed_triplets, run_context
 from hymate.nn.mamba import RMSNorm
 
 
@@ -102,18 +102,7 @@ class STraTS(nn.Module):
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
 
-        self.context = nn.ModuleList(
-            ContextLayer(
-                d,
-                d_state=config.d_state,
-                d_conv=config.d_conv,
-                expand=config.expand,
-                scan_backend=config.scan_backend,
-                ffn=config.mamba_ffn,
-                dropout=config.context_dropout,
-            )
-            for _ in range(config.n_mamba_layers)
-        )
+        self.context = context_stack(config)
         self.context_norm = RMSNorm(d) if config.n_mamba_layers > 0 else None
 
         self.layers = nn.ModuleList(

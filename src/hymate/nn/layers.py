@@ -97,6 +97,16 @@ class ContextLayer(nn.Module):
         return x * mask.unsqueeze(-1)
 
 
+def context_stack(config) -> nn.ModuleList:
+    """`config.n_mamba_layers` ContextLayers of width `config.d_model`, from a model config's
+    d_state / d_conv / expand / scan_backend / mamba_ffn / context_dropout fields."""
+    return nn.ModuleList(
+        ContextLayer(config.d_model, d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+                     scan_backend=config.scan_backend, ffn=config.mamba_ffn, dropout=config.context_dropout)
+        for _ in range(config.n_mamba_layers)
+    )  # fmt: skip
+
+
 def run_context(layers: nn.ModuleList, h: Tensor, mask: Tensor, recompute: bool) -> Tensor:
     """The Mamba context layers in turn. With `recompute`, each layer keeps only its input for the
     backward pass and recomputes its activations there (activation checkpointing): a step holds

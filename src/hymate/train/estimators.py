@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +166,6 @@ class TabularEstimator:
         return X, rows.select("stay_id", "prediction_time", "label"), dropped
 
     def fit(self, view: EventData, split: Split, folder: Path, progress: bool, resume: bool) -> FitResult:
-        import time
-
         if many_per_stay(view):
             if self.task.lookback_hours is not None:
                 raise HymateError("tabular models read causal running features, which have no look-back window yet")
