@@ -3,8 +3,12 @@
     python benchmarks/scan.py [--lengths 256 1024 4096 16384] [--reps 5] [--threads 2]
 
 Batch 16, d_inner 128, d_state 16, float32, the Mamba block's call (D, z, delta_bias, softplus).
-Rows: ``cpp`` (hymate's fused kernel), ``naive`` (hymate's sequential reference loop),
-``mambapy`` (mamba.py's parallel pscan, optional: ``pip install mambapy``) and ``floor``.
+Rows: ``cpp`` (hymate's fused kernel at the CPU's best vector path), ``cpp:avx2`` /
+``cpp:generic`` (the kernel at a lower path this CPU can also run), ``naive`` (hymate's sequential
+reference loop), ``mambapy`` (mamba.py's parallel pscan, optional: ``pip install mambapy``) and
+``floor``. Every row records the CPU model, core count and vector path (``cpu``, ``cores``,
+``isa``); the default results file is named by the CPU's best path (``results/scan_avx2.json``),
+so figures from different machines are never read as one.
 
 How it measures:
 - Every (backend, length) runs in a fresh subprocess, so allocator state and peaks do not carry
@@ -45,7 +49,7 @@ BACKENDS = ("cpp", "naive", "mambapy")
 # Rough peak bytes (forward, forward+backward) per B*L*D*N element, from earlier runs of this
 # script (naive fwd+bwd reached 20 GB at L=16384); only used to skip what cannot fit.
 PEAK_BYTES_PER_ELEMENT = {"naive": (13, 40), "mambapy": (18, 36), "cpp": (1, 2)}
-RESULTS = Path(__file__).parent / "results" / "scan.json"
+RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def make_inputs(length: int, backend: str, batch: int = BATCH) -> dict[str, torch.Tensor]:
@@ -77,6 +81,10 @@ def mambapy_scan(u, delta, A, B, C, D, z, delta_bias):
 def scan_fn(backend: str):
     if backend == "mambapy":
         return mambapy_scan
+    if backend.startswith("cpp:"):
+        from hymate.nn.scan_cpu import selective_scan_cpp
+
+        return lambda **kw: selective_scan_cpp(**kw, isa=backend.partition(":")[2])
     from hymate.nn import selective_scan
 
     name = {"cpp": "cpp", "naive": "reference"}[backend]
@@ -113,7 +121,7 @@ def median_ms(fn, reps: int) -> float:
 
 
 def clear_scan_cache(backend: str) -> None:
-    if backend == "cpp":
+    if backend.startswith("cpp"):
         from hymate.nn import scan_cpu
 
         scan_cpu.clear_cache()
@@ -124,7 +132,7 @@ def run_child(backend: str, length: int, reps: int, do_bwd: bool) -> dict:
     small = make_inputs(64, backend, batch=2)  # loads the extension / warms code paths
     fn(**small).sum()
     inputs = make_inputs(length, backend)
-    result: dict = {"backend": backend, "length": length}
+    result: dict = {"backend": backend, "length": length, **row_machine(backend)}
 
     with torch.no_grad():
         clear_scan_cache(backend)
@@ -180,6 +188,14 @@ def measure_floor_rates(threads: int) -> tuple[float, float]:
     return bw, exp_rate
 
 
+def row_machine(backend: str) -> dict:
+    from hymate.nn.scan_cpu import machine_info
+
+    isa = backend.partition(":")[2] or None
+    info = machine_info(isa)
+    return {**info, "isa": info["isa"] if backend.startswith("cpp") else None}
+
+
 def floor_row(length: int, bw: float, exp_rate: float) -> dict:
     bdl, bnl = BATCH * DIM * length, BATCH * NSTATE * length
     fwd_bytes = 4 * (4 * bdl + 2 * bnl)  # u, delta, z, y; B, C
@@ -189,6 +205,7 @@ def floor_row(length: int, bw: float, exp_rate: float) -> dict:
     return {
         "backend": "floor",
         "length": length,
+        **row_machine("floor"),
         "fwd_ms": 1e3 * max(fwd_bytes / bw, fwd_exps / exp_rate),
         "fwdbwd_ms": 1e3 * max((fwd_bytes + bwd_bytes) / bw, fwdbwd_exps / exp_rate),
         "peak_mb": None,
@@ -197,7 +214,7 @@ def floor_row(length: int, bw: float, exp_rate: float) -> dict:
 
 
 def estimated_gib(backend: str, length: int, do_bwd: bool) -> float:
-    return PEAK_BYTES_PER_ELEMENT[backend][int(do_bwd)] * BATCH * DIM * NSTATE * length / 2**30
+    return PEAK_BYTES_PER_ELEMENT[backend.partition(":")[0]][int(do_bwd)] * BATCH * DIM * NSTATE * length / 2**30
 
 
 def available_gib() -> float:
@@ -228,8 +245,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-gib", type=float, default=16.0, help="also <= 80%% of free RAM")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: results/scan_<the CPU's best path>.json")
     args = parser.parse_args()
+    from hymate.nn.scan_cpu import cpu_isas
+
+    args.out = args.out or RESULTS_DIR / f"scan_{cpu_isas()[0]}.json"
     console = Console()
 
     load = os.getloadavg()[0]
@@ -254,7 +274,7 @@ def main() -> None:
                 continue
             # The slow rows get fewer repetitions (the whole run stays under ~10 minutes); the
             # fast kernel gets more, because this VM's timings are bimodal (see NOTES.md).
-            if backend == "cpp":
+            if backend.startswith("cpp"):
                 reps = 3 * args.reps
             else:
                 reps = max(1, args.reps // 2) if length >= 4096 else args.reps
@@ -268,7 +288,7 @@ def main() -> None:
 
     table = Table(
         title=f"selective scan, batch {BATCH}, d_inner {DIM}, d_state {NSTATE}, float32, "
-        f"{args.threads} threads (median ms)"
+        f"{args.threads} threads (median ms), {rows[0]['cpu']}, {rows[0]['cores']} cores"
     )
     for col in ("backend", "length", "fwd ms", "fwd+bwd ms", "peak MB fwd", "peak MB fwd+bwd",
                 "rel err", "note"):  # fmt: skip
@@ -288,7 +308,7 @@ def main() -> None:
         table.add_section()
     console.print(table)
 
-    keys = ("backend", "length", "fwd_ms", "fwdbwd_ms", "peak_mb", "rel_err")
+    keys = ("backend", "length", "fwd_ms", "fwdbwd_ms", "peak_mb", "rel_err", "cpu", "cores", "isa")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([{k: r[k] for k in keys} for r in rows], indent=1) + "\n")
     console.print(f"wrote {args.out}")

@@ -9,7 +9,7 @@ runs are reused, so an interrupted benchmark continues. The trivial baseline pre
 training labels alone, on the same test stays: the training prevalence (binary), the class
 frequencies (multiclass), the training median (regression). Prints the table and writes
 benchmarks/results/tasks.json: rows {"task", "model", "seed", "label_type", <metrics>, "budget", ...};
-a run with a budget other than the default writes beside its runs instead.
+a run with a budget other than the default writes beside its runs instead, unless --results names the file.
 """
 
 from __future__ import annotations
@@ -96,10 +96,11 @@ def main() -> None:
     parser.add_argument("--train-stays", type=int, default=None)
     parser.add_argument("--eval-stays", type=int, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--results", type=Path, default=None, help="the results file (default: see above)")
     args = parser.parse_args()
     console = Console(width=max(140, Console().width))
     budget = budget_name(args)
-    path = RESULTS if args.out == DEFAULT_OUT and budget == "full" else args.out / RESULTS.name
+    path = args.results or (RESULTS if args.out == DEFAULT_OUT and budget == "full" else args.out / RESULTS.name)
     rows = []
     for task in args.tasks.split(","):
         for seed in parse_int_list(args.seeds):

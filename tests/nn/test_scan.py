@@ -27,9 +27,16 @@ OPTIONS = [
 ]
 
 
+def scan(*args, backend: str, **kwargs):
+    """`selective_scan`, or the C++ kernel at one vector path for the ``cpp:<isa>`` backends."""
+    if backend.startswith("cpp:"):
+        return scan_cpu.selective_scan_cpp(*args, **kwargs, isa=backend.partition(":")[2])
+    return selective_scan(*args, backend=backend, **kwargs)
+
+
 def outputs_and_grads(inputs, backend, delta_softplus, dtype, device="cpu"):
     leaves = {k: None if v is None else v.to(device, dtype).requires_grad_() for k, v in inputs.items()}
-    out = selective_scan(**leaves, delta_softplus=delta_softplus, backend=backend)
+    out = scan(**leaves, delta_softplus=delta_softplus, backend=backend)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     present = [k for k in NAMES if leaves[k] is not None]
     grads = torch.autograd.grad(out, [leaves[k] for k in present], grad_out.to(device, dtype))
@@ -59,14 +66,14 @@ def test_gradcheck_float64(backend, softplus):
     leaves = [inputs[k].requires_grad_() for k in NAMES]
 
     def fn(*args):
-        return selective_scan(*args, delta_softplus=softplus, backend=backend)
+        return scan(*args, delta_softplus=softplus, backend=backend)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
 
 
 def test_last_state_matches_reference(backend):
     inputs = random_scan_inputs(2, 19, 45, 6)
-    out, last = selective_scan(**inputs, return_last_state=True, backend=backend)
+    out, last = scan(**inputs, return_last_state=True, backend=backend)
     ref_out, ref_last = selective_scan(
         **{k: v.double() for k, v in inputs.items()}, return_last_state=True, backend="reference"
     )
@@ -77,13 +84,13 @@ def test_last_state_matches_reference(backend):
 def test_right_padding_does_not_change_valid_outputs(backend):
     lengths = [23, 9, 1]
     inputs = random_scan_inputs(3, 18, 23, 16, seed=5)
-    out = selective_scan(**inputs, backend=backend)
+    out = scan(**inputs, backend=backend)
     for i, n in enumerate(lengths):
         alone = {k: v for k, v in inputs.items()}
         for k in ("u", "delta", "z", "B", "C"):
             alone[k] = inputs[k][i : i + 1, :, :n]
         # The padded tail of sequence i held other values; the valid prefix must not care.
-        out_alone = selective_scan(**alone, backend=backend)
+        out_alone = scan(**alone, backend=backend)
         torch.testing.assert_close(out[i : i + 1, :, :n], out_alone, rtol=1e-6, atol=1e-6)
 
 
@@ -92,8 +99,8 @@ def test_padding_values_do_not_leak(backend):
     garbage = {k: v.clone() if v is not None else None for k, v in inputs.items()}
     for k in ("u", "delta", "z", "B", "C"):
         garbage[k][:, :, 25:] = 1e3 * torch.randn_like(garbage[k][:, :, 25:])
-    out = selective_scan(**inputs, backend=backend)
-    out_garbage = selective_scan(**garbage, backend=backend)
+    out = scan(**inputs, backend=backend)
+    out_garbage = scan(**garbage, backend=backend)
     torch.testing.assert_close(out[..., :25], out_garbage[..., :25], rtol=0, atol=0)
 
 
@@ -124,7 +131,7 @@ def test_step_equals_scan(dtype):
 def test_bfloat16_runs_and_is_close_to_float32(backend):
     inputs = random_scan_inputs(2, 32, 50, 16, seed=8)
     bf16 = {k: v.bfloat16().requires_grad_() for k, v in inputs.items()}
-    out = selective_scan(**bf16, backend=backend)
+    out = scan(**bf16, backend=backend)
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert all(v.grad is not None and v.grad.dtype == torch.bfloat16 for v in bf16.values())
@@ -164,8 +171,8 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
     def broken_load(*args, **kwargs):
         raise RuntimeError("no compiler")
 
-    monkeypatch.setattr(scan_cpu, "_ext", None)
-    monkeypatch.setattr(scan_cpu, "_error", None)
+    monkeypatch.setattr(scan_cpu, "_ext", {})
+    monkeypatch.setattr(scan_cpu, "_error", {})
     monkeypatch.setattr(torch.utils.cpp_extension, "load", broken_load)
     monkeypatch.delenv(ENV_VAR, raising=False)
     inputs = random_scan_inputs(1, 4, 6, 3)
@@ -257,5 +264,29 @@ def test_build_name_follows_the_source_content_not_its_path():
     code = scan_cpu._SOURCE.read_bytes()
     assert scan_cpu.build_name(code) == scan_cpu.build_name(bytes(code))
     assert scan_cpu.build_name(code) != scan_cpu.build_name(code + b"\\n// changed")
-    name, staged = scan_cpu._staged_source()
+    assert scan_cpu.build_name(code, "avx2") != scan_cpu.build_name(code, "generic")
+    name, staged = scan_cpu._staged_source("generic")
     assert staged.read_bytes() == code and staged.parent.name == name
+
+
+def test_each_build_reports_its_vector_path(cpp_extension, monkeypatch):
+    monkeypatch.delenv(scan_cpu.ISA_ENV, raising=False)
+    assert cpp_extension.isa() == scan_cpu.cpu_isas()[0] == scan_cpu.isa()
+    for isa in scan_cpu.cpu_isas():
+        assert scan_cpu.load_extension(isa).isa() == isa
+
+
+def test_vector_path_requests_are_checked(monkeypatch):
+    from hymate.errors import HymateError
+
+    monkeypatch.delenv(scan_cpu.ISA_ENV, raising=False)
+    with pytest.raises(HymateError, match="'sse4': choose one of avx512, avx2, generic"):
+        scan_cpu.requested_isa("sse4")
+    monkeypatch.setenv(scan_cpu.ISA_ENV, "generic")
+    assert scan_cpu.requested_isa() == "generic"
+    monkeypatch.setattr(scan_cpu, "_cpu_flags", lambda: {"avx2", "sse2"})  # AVX2 without FMA
+    assert scan_cpu.cpu_isas() == ("generic",)
+    with pytest.raises(HymateError, match="'avx2': this CPU cannot run it"):
+        scan_cpu.requested_isa("avx2")
+    monkeypatch.setattr(scan_cpu, "_cpu_flags", lambda: {"avx512f", "avx2", "fma"})
+    assert scan_cpu.cpu_isas() == ("avx512", "avx2", "generic")

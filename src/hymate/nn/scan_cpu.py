@@ -12,6 +12,13 @@ ms of a ~150 ms forward+backward at L=4096. Only the extension's own tensors are
 process's allocator settings are left alone). The cache keeps at most ``HYMATE_SCAN_CACHE_MB`` MiB
 of free blocks (default 512, read when the extension loads; ``0`` turns it off); ``clear_cache()``
 frees them.
+
+The vector path is chosen by the build, not at run time: the source is compiled with
+``-march=native`` on the machine that runs it (the build is keyed on its CPU flags), and takes
+AVX-512 where the CPU has it, else AVX2 + FMA, else plain loops the compiler vectorises (ARM NEON).
+A build-time choice costs nothing per call and needs no dispatch code; the one build per CPU is
+what the cache key already gives. ``HYMATE_SCAN_ISA`` (``avx512``, ``avx2``, ``generic``) asks for
+a lower path than the CPU's best, e.g. to compare them; one the CPU lacks is an error.
 """
 
 from __future__ import annotations
@@ -29,35 +36,60 @@ from torch import Tensor
 from hymate.nn.scan_reference import compute_dtype
 
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan.cpp"
-_ext: ModuleType | None = None
-_error: str | None = None
+ISA_ENV = "HYMATE_SCAN_ISA"
+ISAS = ("avx512", "avx2", "generic")  # best first; the C++ source's HYMATE_SCAN_ISA_LEVEL 2, 1, 0
+_ext: dict[str, ModuleType] = {}
+_error: dict[str, str] = {}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    return set(line.partition(":")[2].split())
+
+
+def cpu_isas() -> tuple[str, ...]:
+    """The vector paths this CPU can run, best first (``generic`` always)."""
+    flags = _cpu_flags()
+    have = {"avx512": "avx512f" in flags, "avx2": {"avx2", "fma"} <= flags, "generic": True}
+    return tuple(isa for isa in ISAS if have[isa])
+
+
+def requested_isa(isa: str | None = None) -> str:
+    """The path to build: `isa`, else ``HYMATE_SCAN_ISA``, else the CPU's best."""
+    from hymate.errors import HymateError
+
+    wanted = isa or os.environ.get(ISA_ENV) or cpu_isas()[0]
+    if wanted not in ISAS:
+        raise HymateError(f"scan ISA {wanted!r}: choose one of {', '.join(ISAS)}")
+    if wanted not in cpu_isas():
+        raise HymateError(f"scan ISA {wanted!r}: this CPU cannot run it (it can run {', '.join(cpu_isas())})")
+    return wanted
 
 
 def _cpu_tag() -> str:
     """Short hash of the CPU's feature flags: ``-march=native`` builds must not be shared
     through one cache directory between different CPUs."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+    return hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:8]
 
 
-def build_name(code: bytes) -> str:
-    """The build's name: CPU features and the source's content, never its path, so every
-    checkout or virtual environment with the same source shares one build, and a changed source
-    gets a new one instead of overwriting a library other processes have loaded."""
-    return f"hymate_selective_scan_{_cpu_tag()}_{hashlib.sha1(code).hexdigest()[:10]}"
+def build_name(code: bytes, isa: str = "avx512") -> str:
+    """The build's name: vector path, CPU features and the source's content, never its path, so
+    every checkout or virtual environment with the same source shares one build, and a changed
+    source gets a new one instead of overwriting a library other processes have loaded."""
+    return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{hashlib.sha1(code).hexdigest()[:10]}"
 
 
-def _staged_source() -> tuple[str, Path]:
+def _staged_source(isa: str) -> tuple[str, Path]:
     """Copy the source into its build folder (content-addressed), so the build never depends on
     where this checkout lives (ninja rebuilds when a source path changes)."""
     from torch.utils.cpp_extension import _get_build_directory
 
     code = _SOURCE.read_bytes()
-    name = build_name(code)
+    name = build_name(code, isa)
     folder = Path(_get_build_directory(name, verbose=False))
     staged = folder / _SOURCE.name
     if not staged.exists() or staged.read_bytes() != code:
@@ -67,54 +99,65 @@ def _staged_source() -> tuple[str, Path]:
     return name, staged
 
 
-def load_extension() -> ModuleType | None:
-    """The compiled extension, building it on the first call; None if the build failed."""
-    global _ext, _error
-    if _ext is not None or _error is not None:
-        return _ext
+def load_extension(isa: str | None = None) -> ModuleType | None:
+    """The compiled extension for `isa` (default: see `requested_isa`), building it on the first
+    call; None if the build failed."""
+    isa = requested_isa(isa)
+    if isa in _ext or isa in _error:
+        return _ext.get(isa)
     try:
         from torch.utils.cpp_extension import load
 
-        name, source = _staged_source()
-        _ext = load(
+        name, source = _staged_source(isa)
+        level = len(ISAS) - 1 - ISAS.index(isa)
+        _ext[isa] = load(
             name=name,
             sources=[str(source)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_cflags=["-O3", "-march=native", "-fopenmp", f"-DHYMATE_SCAN_ISA_LEVEL={level}"],
             extra_ldflags=["-fopenmp"],
             build_directory=str(source.parent),
         )
     except Exception as exc:  # any build or load failure means: use the fallback
         last_line = (str(exc).strip().splitlines() or [""])[-1]  # build logs can be long
-        _error = f"{type(exc).__name__}: {last_line}"
+        _error[isa] = f"{type(exc).__name__}: {last_line}"
         warnings.warn(
-            f"hymate: the C++ selective scan could not be built ({_error}); using the slower pure-PyTorch scan",
+            f"hymate: the C++ selective scan could not be built ({_error[isa]}); using the pure-PyTorch scan, "
+            "many times slower on long sequences (benchmarks/results/scan_*.json have the figures)",
             RuntimeWarning,
             stacklevel=3,
         )
-    return _ext
+    return _ext.get(isa)
+
+
+def isa() -> str | None:
+    """The vector path of the loaded default build (None if not loaded)."""
+    ext = _ext.get(requested_isa())
+    return ext.isa() if ext is not None else None
 
 
 def clear_cache() -> None:
-    """Free the extension's cached output buffers (no-op if it is not loaded)."""
-    if _ext is not None:
-        _ext.clear_cache()
+    """Free the extensions' cached output buffers (no-op if none is loaded)."""
+    for ext in _ext.values():
+        ext.clear_cache()
 
 
 def cache_info() -> tuple[int, int]:
-    """(bytes of free blocks held, capacity in bytes) of the output-buffer cache; (0, 0) if the
-    extension is not loaded."""
-    return tuple(_ext.cache_info()) if _ext is not None else (0, 0)
+    """(bytes of free blocks held, capacity in bytes) of the default build's output-buffer
+    cache; (0, 0) if it is not loaded."""
+    ext = _ext.get(requested_isa())
+    return tuple(ext.cache_info()) if ext is not None else (0, 0)
 
 
-def build_error() -> str | None:
-    return _error
+def build_error(isa: str | None = None) -> str | None:
+    return _error.get(requested_isa(isa))
 
 
 def may_be_available() -> bool:
     """True if the extension is loaded, or not yet tried and a compiler and ninja exist."""
-    if _ext is not None:
+    isa = requested_isa()
+    if isa in _ext:
         return True
-    if _error is not None:
+    if isa in _error:
         return False
     from torch.utils.cpp_extension import is_ninja_available
 
@@ -123,8 +166,9 @@ def may_be_available() -> bool:
 
 class _SelectiveScanCpp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # noqa: N803
-        ext = load_extension()
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, isa):  # noqa: N803
+        ext = load_extension(isa)
+        ctx.isa = isa
         needs_grad = any(ctx.needs_input_grad[:8])
         out, last_state, checkpoints = ext.forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, needs_grad)
         if needs_grad:
@@ -136,7 +180,7 @@ class _SelectiveScanCpp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_last_state):
         u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
-        du, ddelta, dA, dB, dC, dD, dz, dbias = load_extension().backward(
+        du, ddelta, dA, dB, dC, dD, dz, dbias = load_extension(ctx.isa).backward(
             u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, checkpoints, grad_out
         )
         return (
@@ -148,6 +192,7 @@ class _SelectiveScanCpp(torch.autograd.Function):
             None if D is None else dD,
             None if z is None else dz,
             None if delta_bias is None else dbias,
+            None,
             None,
         )
 
@@ -163,11 +208,31 @@ def selective_scan_cpp(
     delta_bias: Tensor | None = None,
     delta_softplus: bool = True,
     return_last_state: bool = False,
+    isa: str | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Same contract as ``selective_scan_reference``; half precision is computed in float32.
-    The final state is returned without gradient."""
+    The final state is returned without gradient. `isa`: the vector path (default: the CPU's
+    best, or ``HYMATE_SCAN_ISA``)."""
     ct = compute_dtype(u.dtype)
     cast = [None if t is None else t.to(ct) for t in (u, delta, A, B, C, D, z, delta_bias)]
-    out, last_state = _SelectiveScanCpp.apply(*cast, delta_softplus)
+    out, last_state = _SelectiveScanCpp.apply(*cast, delta_softplus, requested_isa(isa))
     out = out.to(u.dtype)
     return (out, last_state) if return_last_state else out
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (the platform's processor string else)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "Hardware")):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(isa: str | None = None) -> dict[str, object]:
+    """What a figure was measured on: ``{"cpu", "cores", "isa"}`` (the scan's vector path)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": requested_isa(isa)}

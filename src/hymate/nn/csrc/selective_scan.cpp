@@ -16,7 +16,19 @@
 
 #include <ATen/Parallel.h>
 
-#if defined(__AVX512F__)
+// The vector path is chosen when this file is compiled (-march=native: the CPU building it is
+// the CPU running it): AVX-512, else AVX2 + FMA, else generic loops (ARM's NEON gets these, as
+// auto-vectorised code). HYMATE_SCAN_ISA_LEVEL caps it (2: AVX-512, 1: AVX2, 0: generic), so
+// every path this CPU can run can be built and tested against the others.
+#ifndef HYMATE_SCAN_ISA_LEVEL
+#define HYMATE_SCAN_ISA_LEVEL 2
+#endif
+#if defined(__AVX512F__) && HYMATE_SCAN_ISA_LEVEL >= 2
+#define HYMATE_SCAN_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && HYMATE_SCAN_ISA_LEVEL >= 1
+#define HYMATE_SCAN_AVX2 1
+#endif
+#if defined(HYMATE_SCAN_AVX512) || defined(HYMATE_SCAN_AVX2)
 #include <immintrin.h>
 #endif
 
@@ -130,7 +142,8 @@ inline Vec<double> log1p_unit(const Vec<double>& a) {
   return map2(a, a, [](double x, double) { return std::log1p(x); });
 }
 
-#if defined(__AVX512F__)
+#if defined(HYMATE_SCAN_AVX512)
+constexpr const char* kIsa = "avx512";
 template <>
 struct Vec<float> {
   __m512 v;
@@ -200,7 +213,103 @@ inline Vec<float> vexp(Vec<float> a) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return {_mm512_scalef_ps(p, k)};  // p * 2^k
 }
+#elif defined(HYMATE_SCAN_AVX2)
+constexpr const char* kIsa = "avx2";
+// Two 8-float registers per 16-channel group: kLanes (and so the tiles, checkpoints and task
+// layout) stays the same on every ISA.
+template <>
+struct Vec<float> {
+  __m256 lo, hi;
+  static Vec load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  static Vec all(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+  void store(float* p) const {
+    _mm256_storeu_ps(p, lo);
+    _mm256_storeu_ps(p + 8, hi);
+  }
+};
+inline Vec<float> operator+(Vec<float> a, Vec<float> b) {
+  return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+}
+inline Vec<float> operator-(Vec<float> a, Vec<float> b) {
+  return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)};
+}
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) {
+  return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+}
+inline Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) {
+  return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+// 12-bit estimate plus one Newton step (~2e-7 relative): as on AVX-512, a division costs more.
+inline __m256 reciprocal8(__m256 a) {
+  const __m256 r = _mm256_rcp_ps(a);
+  return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(1.0f)), r);
+}
+inline Vec<float> reciprocal(Vec<float> a) { return {reciprocal8(a.lo), reciprocal8(a.hi)}; }
+inline Vec<float> vmax(Vec<float> a, Vec<float> b) {
+  return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)};
+}
+inline Vec<float> vabs(Vec<float> a) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  return {_mm256_andnot_ps(sign, a.lo), _mm256_andnot_ps(sign, a.hi)};
+}
+inline float hsum(Vec<float> a) {
+  const __m256 s8 = _mm256_add_ps(a.lo, a.hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+  return _mm_cvtss_f32(s4);
+}
+inline Vec<float> select_nonneg(Vec<float> x, Vec<float> a, Vec<float> b) {
+  const __m256 zero = _mm256_setzero_ps();
+  return {_mm256_blendv_ps(b.lo, a.lo, _mm256_cmp_ps(x.lo, zero, _CMP_GE_OQ)),
+          _mm256_blendv_ps(b.hi, a.hi, _mm256_cmp_ps(x.hi, zero, _CMP_GE_OQ))};
+}
+
+// 8x8 transpose in registers: interleave pairs, then quads, then swap 128-bit halves.
+inline void transpose8(const float* src, int64_t ss, float* dst, int64_t ds) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ss);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ds, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+// 16x16 as four 8x8 blocks.
+inline void transpose_block(const float* src, int64_t ss, float* dst, int64_t ds) {
+  for (int64_t i = 0; i < kLanes; i += 8) {
+    for (int64_t j = 0; j < kLanes; j += 8) transpose8(src + i * ss + j, ss, dst + j * ds + i, ds);
+  }
+}
+
+inline __m256 exp8(__m256 a) {
+  // Same reduction and polynomial as the AVX-512 path. Without scalef, 2^k is built in the
+  // exponent bits; the clamp keeps k in [-127, 127], and k = -127 gives exactly 0.
+  const __m256 x = _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < kExpDegree - 1; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+inline Vec<float> vexp(Vec<float> a) { return {exp8(a.lo), exp8(a.hi)}; }
 #else
+constexpr const char* kIsa = "generic";
 inline float exp_scalar(float x) {
   // Same reduction as the AVX-512 path; 2^k is built in the exponent bits, which become 0
   // (result exactly 0) for k = -127.
@@ -873,6 +982,7 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &scan_forward, "selective scan forward (CPU)");
   m.def("backward", &scan_backward, "selective scan backward (CPU)");
+  m.def("isa", [] { return std::string(kIsa); }, "the vector path this build uses");
   m.def("clear_cache", [] { BufferCache::instance().clear(); },
         "free the cached output buffers");
   m.def("cache_info", [] {
