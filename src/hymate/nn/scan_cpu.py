@@ -76,11 +76,19 @@ def _cpu_tag() -> str:
     return hashlib.sha1(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:8]
 
 
+def build_flags(isa: str) -> list[str]:
+    # -ffp-contract=fast: a * b + c becomes one FMA (GCC's ISO modes, like torch's -std=c++20,
+    # leave it off); it is what the intrinsics paths do by hand, and the generic path needs it.
+    level = len(ISAS) - 1 - ISAS.index(isa)
+    return ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", f"-DHYMATE_SCAN_ISA_LEVEL={level}"]
+
+
 def build_name(code: bytes, isa: str = "avx512") -> str:
-    """The build's name: vector path, CPU features and the source's content, never its path, so
-    every checkout or virtual environment with the same source shares one build, and a changed
-    source gets a new one instead of overwriting a library other processes have loaded."""
-    return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{hashlib.sha1(code).hexdigest()[:10]}"
+    """The build's name: vector path, CPU features, the source's content and the flags, never its
+    path, so every checkout or virtual environment with the same source shares one build, and a
+    changed source gets a new one instead of overwriting a library other processes have loaded."""
+    digest = hashlib.sha1(code + " ".join(build_flags(isa)).encode()).hexdigest()[:10]
+    return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{digest}"
 
 
 def _staged_source(isa: str) -> tuple[str, Path]:
@@ -109,11 +117,10 @@ def load_extension(isa: str | None = None) -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         name, source = _staged_source(isa)
-        level = len(ISAS) - 1 - ISAS.index(isa)
         _ext[isa] = load(
             name=name,
             sources=[str(source)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp", f"-DHYMATE_SCAN_ISA_LEVEL={level}"],
+            extra_cflags=build_flags(isa),
             extra_ldflags=["-fopenmp"],
             build_directory=str(source.parent),
         )

@@ -1,0 +1,75 @@
+"""The P12 training epoch at each vector path of the scan kernel this CPU can run, in one run.
+
+    python benchmarks/cpu.py [--epochs 1] [--isas avx2,generic] [--wait-policies default,passive,active]
+
+HyMaTE, PhysioNet 2012 mortality, `strats` split 0, seed 0, all training stays: one `hymate train`
+process per (vector path, OpenMP wait policy), each with 2 torch threads and `HYMATE_SCAN_ISA` /
+`OMP_WAIT_POLICY` set, one after the other. `epoch_s` is training seconds per epoch (the
+validation pass included), from the run's own report. The load average before each run is
+recorded: above ~0.5 the machine was not idle and that row is an upper bound. Only rows of one
+run on one machine compare; each row names the CPU, core count and path.
+
+Writes benchmarks/results/cpu_<the CPU's best path>.json and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hymate.nn.scan_cpu import cpu_isas, machine_info
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def measure(isa: str, policy: str, epochs: int, out: Path) -> dict:
+    env = {**os.environ, "HYMATE_SCAN_ISA": isa, "OMP_NUM_THREADS": "2"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy.upper()
+    folder = out / f"{isa}-{policy}"
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "hymate.cli", "train", "physionet2012", "--task", "mortality", "--protocol", "strats",
+           "--seeds", "0", "--epochs", str(epochs), "--out", str(folder), "--quiet"]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env)
+    row = json.loads(next(folder.glob("*/report/metrics.json")).read_text())["row"]
+    keys = ("epochs", "epoch_s", "train_s", "wall_s", "peak_mb", "auroc")
+    return {**machine_info(isa), "omp_wait_policy": policy, **{k: row.get(k) for k in keys}, "load_before": round(load, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--isas", default=",".join(cpu_isas()), help="vector paths (default: all this CPU runs)")
+    parser.add_argument("--wait-policies", default="default", help="OpenMP wait policies: default,passive,active")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: results/cpu_<best path>.json)")
+    args = parser.parse_args()
+    out = args.out or RESULTS_DIR / f"cpu_{cpu_isas()[0]}.json"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hymate-cpu-") as tmp:
+        for isa in args.isas.split(","):
+            for policy in args.wait_policies.split(","):
+                rows.append(measure(isa, policy, args.epochs, Path(tmp)))
+                Console(stderr=True).print(f"  {isa} / {policy}: {rows[-1]['epoch_s']} s per epoch", style="dim")
+    first = rows[0]
+    table = Table("scan path", "OMP wait", "epoch s", "vs first", "peak MB", "load before",
+                  title=f"HyMaTE P12 training epoch, {first['cpu']}, {first['cores']} cores")  # fmt: skip
+    for r in rows:
+        table.add_row(r["isa"], r["omp_wait_policy"], f"{r['epoch_s']:.1f}", f"{r['epoch_s'] / first['epoch_s']:.2f}x",
+                      f"{r['peak_mb']:.0f}", f"{r['load_before']:.2f}")  # fmt: skip
+    Console().print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    Console().print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
