@@ -1,11 +1,13 @@
 """The P12 training epoch at each vector path of the scan kernel this CPU can run, in one run.
 
-    python benchmarks/cpu.py [--epochs 1] [--isas avx2,generic] [--wait-policies default,passive,active]
+    python benchmarks/cpu.py [--epochs 1] [--isas avx2,generic] [--wait-policies default,passive,active] [--shared]
 
 HyMaTE, PhysioNet 2012 mortality, `strats` split 0, seed 0, all training stays: one `hymate train`
 process per (vector path, OpenMP wait policy), each with 2 torch threads and `HYMATE_SCAN_ISA` /
 `OMP_WAIT_POLICY` set, one after the other. `epoch_s` is training seconds per epoch (the
-validation pass included), from the run's own report. The load average before each run is
+validation pass included), from the run's own report. `--shared` measures each setting twice:
+alone, and with a busy-looping process holding one of the cores (what a DataLoader worker or
+another job does to a spinning OpenMP pool). The load average before each run is
 recorded: above ~0.5 the machine was not idle and that row is an upper bound. Only rows of one
 run on one machine compare; each row names the CPU, core count and path.
 
@@ -30,19 +32,31 @@ from hymate.nn.scan_cpu import cpu_isas, machine_info
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
-def measure(isa: str, policy: str, epochs: int, out: Path) -> dict:
+def busy_loop() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def measure(isa: str, policy: str, epochs: int, out: Path, shared: bool = False, stays: int | None = None) -> dict:
     env = {**os.environ, "HYMATE_SCAN_ISA": isa, "OMP_NUM_THREADS": "2"}
     env.pop("OMP_WAIT_POLICY", None)
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy.upper()
-    folder = out / f"{isa}-{policy}"
+    folder = out / f"{isa}-{policy}-{'shared' if shared else 'alone'}"
     load = os.getloadavg()[0]
     cmd = [sys.executable, "-m", "hymate.cli", "train", "physionet2012", "--task", "mortality", "--protocol", "strats",
            "--seeds", "0", "--epochs", str(epochs), "--out", str(folder), "--quiet"]  # fmt: skip
-    subprocess.run(cmd, check=True, env=env)
+    if stays:  # a smoke run, not a measurement
+        cmd += ["--train-stays", str(stays), "--eval-stays", str(stays)]
+    other = busy_loop() if shared else None
+    try:
+        subprocess.run(cmd, check=True, env=env)
+    finally:
+        if other is not None:
+            other.kill()
     row = json.loads(next(folder.glob("*/report/metrics.json")).read_text())["row"]
     keys = ("epochs", "epoch_s", "train_s", "wall_s", "peak_mb", "auroc")
-    return {**machine_info(isa), "omp_wait_policy": policy, **{k: row.get(k) for k in keys}, "load_before": round(load, 2)}
+    return {**machine_info(isa), "omp_wait_policy": policy, "shared_core": shared, **{k: row.get(k) for k in keys},
+            "load_before": round(load, 2)}  # fmt: skip
 
 
 def main() -> None:
@@ -50,6 +64,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--isas", default=",".join(cpu_isas()), help="vector paths (default: all this CPU runs)")
     parser.add_argument("--wait-policies", default="default", help="OpenMP wait policies: default,passive,active")
+    parser.add_argument("--stays", type=int, default=None, help="train / eval stays (smoke runs only)")
+    parser.add_argument("--shared", action="store_true", help="also measure with one core taken by a busy loop")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: results/cpu_<best path>.json)")
     args = parser.parse_args()
     out = args.out or RESULTS_DIR / f"cpu_{cpu_isas()[0]}.json"
@@ -57,13 +73,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hymate-cpu-") as tmp:
         for isa in args.isas.split(","):
             for policy in args.wait_policies.split(","):
-                rows.append(measure(isa, policy, args.epochs, Path(tmp)))
-                Console(stderr=True).print(f"  {isa} / {policy}: {rows[-1]['epoch_s']} s per epoch", style="dim")
+                for shared in (False, True) if args.shared else (False,):
+                    rows.append(measure(isa, policy, args.epochs, Path(tmp), shared, args.stays))
+                    Console(stderr=True).print(f"  {isa} / {policy} / shared {shared}: {rows[-1]['epoch_s']} s per epoch",
+                                               style="dim")  # fmt: skip
     first = rows[0]
-    table = Table("scan path", "OMP wait", "epoch s", "vs first", "peak MB", "load before",
+    table = Table("scan path", "OMP wait", "core shared", "epoch s", "vs first", "peak MB", "load before",
                   title=f"HyMaTE P12 training epoch, {first['cpu']}, {first['cores']} cores")  # fmt: skip
     for r in rows:
-        table.add_row(r["isa"], r["omp_wait_policy"], f"{r['epoch_s']:.1f}", f"{r['epoch_s'] / first['epoch_s']:.2f}x",
+        table.add_row(r["isa"], r["omp_wait_policy"], "yes" if r["shared_core"] else "no", f"{r['epoch_s']:.1f}", f"{r['epoch_s'] / first['epoch_s']:.2f}x",
                       f"{r['peak_mb']:.0f}", f"{r['load_before']:.2f}")  # fmt: skip
     Console().print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
