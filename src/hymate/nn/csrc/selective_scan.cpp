@@ -323,7 +323,7 @@ struct Vec<float> {
     std::memcpy(&r.v, p, sizeof(F16));
     return r;
   }
-  static Vec all(float x) { return {F16{} + x}; }
+  static Vec all(float x) { return {x - F16{}}; }  // x - 0 folds to a broadcast; 0 + x does not (-0)
   void store(float* p) const { std::memcpy(p, &v, sizeof(F16)); }
 };
 inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return {a.v + b.v}; }
@@ -331,8 +331,34 @@ inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return {a.v - b.v}; }
 inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return {a.v * b.v}; }
 inline Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {a.v * b.v + c.v}; }
 inline Vec<float> reciprocal(Vec<float> a) { return {1.0f / a.v}; }
-// Vector ?: (GCC, Clang >= 13) compiles to min / max / blend instructions.
-inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {a.v > b.v ? a.v : b.v}; }
+// Lane-wise `a > b ? x : y` and `a >= b ? x : y`. Clang compiles the vector ?: to compares and
+// blends; GCC (12) turns compares of vectors wider than the hardware's into scalar code, but keeps
+// 16-byte ones vector, so for GCC the select runs on four 16-byte pieces.
+#if defined(__clang__)
+inline F16 select_gt(F16 a, F16 b, F16 x, F16 y) { return a > b ? x : y; }
+inline F16 select_ge(F16 a, F16 b, F16 x, F16 y) { return a >= b ? x : y; }
+#else
+typedef float F4 __attribute__((vector_size(16)));
+template <typename Op>
+inline F16 select_by4(F16 a, F16 b, F16 x, F16 y, Op op) {
+  F4 pa[4], pb[4], px[4], py[4], r[4];
+  std::memcpy(pa, &a, sizeof(F16));
+  std::memcpy(pb, &b, sizeof(F16));
+  std::memcpy(px, &x, sizeof(F16));
+  std::memcpy(py, &y, sizeof(F16));
+  for (int i = 0; i < 4; ++i) r[i] = op(pa[i], pb[i]) ? px[i] : py[i];
+  F16 out;
+  std::memcpy(&out, r, sizeof(F16));
+  return out;
+}
+inline F16 select_gt(F16 a, F16 b, F16 x, F16 y) {
+  return select_by4(a, b, x, y, [](F4 p, F4 q) { return p > q; });
+}
+inline F16 select_ge(F16 a, F16 b, F16 x, F16 y) {
+  return select_by4(a, b, x, y, [](F4 p, F4 q) { return p >= q; });
+}
+#endif
+inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {select_gt(a.v, b.v, a.v, b.v)}; }
 inline Vec<float> vabs(Vec<float> a) { return {(F16)((I16)a.v & 0x7fffffff)}; }
 inline float hsum(Vec<float> a) {
   float s = 0.0f;
@@ -340,17 +366,17 @@ inline float hsum(Vec<float> a) {
   return s;
 }
 inline Vec<float> select_nonneg(Vec<float> x, Vec<float> a, Vec<float> b) {
-  return {x.v >= 0.0f ? a.v : b.v};
+  return {select_ge(x.v, F16{}, a.v, b.v)};
 }
 inline Vec<float> vexp(Vec<float> a) {
   // Same reduction and polynomial as the AVX-512 path; 2^k is built in the exponent bits (k =
   // -127 gives exactly 0), rounding by the 1.5 * 2^23 trick.
-  const F16 lo = F16{} - 88.0f, hi = F16{} + 88.0f;
-  F16 x = a.v < lo ? lo : a.v;
-  x = x > hi ? hi : x;
+  const F16 lo = -88.0f - F16{}, hi = 88.0f - F16{};
+  F16 x = select_gt(lo, a.v, lo, a.v);
+  x = select_gt(x, hi, hi, x);
   const F16 k = (x * kLog2e + 12582912.0f) - 12582912.0f;
   const F16 r = (x - k * kLn2Hi) - k * kLn2Lo;
-  F16 p = F16{} + kExpPoly[0];
+  F16 p = kExpPoly[0] - F16{};
   for (int i = 1; i < kExpDegree - 1; ++i) p = p * r + kExpPoly[i];
   p = (p * r + 1.0f) * r + 1.0f;
   const I16 bits = (__builtin_convertvector(k, I16) + 127) << 23;
