@@ -83,6 +83,16 @@ def test_edited_split_file_fails_its_checksum(mortality, tmp_path):
         Split.load(path)
 
 
+def test_split_file_of_other_stays_is_refused_with_what_to_do(mortality, tmp_path):
+    import dataclasses
+
+    path = make_splits(mortality, MORTALITY, "strats", 0)[0].save(tmp_path)
+    assert Split.load(path, mortality).train
+    fewer = dataclasses.replace(mortality, stays=mortality.stays.slice(1))  # e.g. a newer reader dropped a stay
+    with pytest.raises(DataError, match="different set of stays .* delete it to draw the split again"):
+        Split.load(path, fewer)
+
+
 # --- the draws of the code before the refactor (HEAD~1: tasks/splits.py and tasks/sepsis.py) ---
 def _parts(train, val, test) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(int(i) for i in np.sort(ids)) for ids in (train, val, test))

@@ -81,7 +81,9 @@ class Split:
         if split.sha256 != stored:
             raise DataError(f"split file {path} fails its checksum: it was edited or corrupted")
         if data is not None and split.stays_fingerprint != stays_fingerprint(data):
-            raise DataError(f"split file {path} was drawn from a different set of stays")
+            raise DataError(f"split file {path} was drawn from a different set of stays (the data or the task's "
+                            "labelled stays changed since): delete it to draw the split again, or point the cache "
+                            "at the data it was drawn from")  # fmt: skip
         return split
 
 
