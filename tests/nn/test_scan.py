@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,11 +261,35 @@ def test_cpp_output_cache_reuses_blocks_without_mixing_results(cpp_extension):
     assert scan_cpu.cache_info()[0] == 0
 
 
+def test_first_build_says_so_and_a_built_kernel_loads_quietly(monkeypatch, tmp_path, capsys):
+    import torch.utils.cpp_extension
+
+    calls = []
+
+    def fake_load(name, build_directory, **kwargs):
+        calls.append(kwargs["extra_cflags"])
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")  # what a finished build leaves
+        return object()
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
+    for _ in range(2):
+        monkeypatch.setattr(scan_cpu, "_ext", {})
+        scan_cpu.load_extension("generic")
+    err = capsys.readouterr().err
+    assert err.count("building the CPU scan kernel (generic path") == 1 and err.count("kernel built in") == 1
+    assert len(calls) == 2 and "-DHYMATE_SCAN_ISA_LEVEL=0" in calls[0]
+
+
 def test_build_name_follows_the_source_content_not_its_path():
     code = scan_cpu._SOURCE.read_bytes()
     assert scan_cpu.build_name(code) == scan_cpu.build_name(bytes(code))
     assert scan_cpu.build_name(code) != scan_cpu.build_name(code + b"\\n// changed")
     assert scan_cpu.build_name(code, "avx2") != scan_cpu.build_name(code, "generic")
+    name = scan_cpu.build_name(code)
+    with pytest.MonkeyPatch.context() as m:  # another environment (torch, Python) gets its own build
+        m.setattr(scan_cpu, "_toolchain_tag", lambda: "torch 9.9 at /elsewhere")
+        assert scan_cpu.build_name(code) != name
     name, staged = scan_cpu._staged_source("generic")
     assert staged.read_bytes() == code and staged.parent.name == name
 

@@ -1,9 +1,10 @@
 """The fused C++ CPU selective scan: lazy JIT build, and its autograd.Function.
 
 The extension (``csrc/selective_scan.cpp``) is compiled with ``torch.utils.cpp_extension.load``
-on first use, never at import time: ~30 s the first time, then loaded from the torch extensions
-cache (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) in ~0.1 s. If the build
-fails (no compiler, no ninja), one warning is issued and callers fall back to the reference scan.
+on first use, never at import time: ~1-2 min on 2 cores the first time (a message on stderr says
+so), then loaded from the torch extensions cache (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``) in ~0.1 s. If the build fails (no compiler, no ninja), one warning
+is issued and callers fall back to the reference scan.
 
 Large outputs (y, du, ddelta, dz, dB, dC, the backward's checkpoints; blocks >= 1 MiB) come from a
 small cache of freed blocks inside the extension rather than from a fresh allocation each call:
@@ -15,7 +16,7 @@ frees them.
 
 The vector path is chosen by the build, not at run time: the source is compiled with
 ``-march=native`` on the machine that runs it (the build is keyed on its CPU flags), and takes
-AVX-512 where the CPU has it, else AVX2 + FMA, else plain loops the compiler vectorises (ARM NEON).
+AVX-512 where the CPU has it, else AVX2 + FMA, else GCC / Clang vector extensions (NEON on ARM).
 A build-time choice costs nothing per call and needs no dispatch code; the one build per CPU is
 what the cache key already gives. ``HYMATE_SCAN_ISA`` (``avx512``, ``avx2``, ``generic``) asks for
 a lower path than the CPU's best, e.g. to compare them; one the CPU lacks is an error.
@@ -26,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -83,12 +86,24 @@ def build_flags(isa: str) -> list[str]:
     return ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", f"-DHYMATE_SCAN_ISA_LEVEL={level}"]
 
 
+def _toolchain_tag() -> str:
+    """What else the build depends on: torch (version and headers' location) and Python. torch's
+    build command holds the environment's include paths, and ninja rebuilds whenever the command
+    changes, so two environments sharing one build folder would rebuild and overwrite each other's
+    library; one build per environment (any checkout in it shares it) avoids that."""
+    import sysconfig
+
+    parts = (torch.__version__, str(Path(torch.__file__).parent), sysconfig.get_paths()["include"], sys.version)
+    return "|".join(parts)
+
+
 def build_name(code: bytes, isa: str = "avx512") -> str:
-    """The build's name: vector path, CPU features, the source's content and the flags, never its
-    path, so every checkout or virtual environment with the same source shares one build, and a
-    changed source gets a new one instead of overwriting a library other processes have loaded."""
-    digest = hashlib.sha1(code + " ".join(build_flags(isa)).encode()).hexdigest()[:10]
-    return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{digest}"
+    """The build's name: vector path, CPU features, the source's content, the flags and the
+    toolchain, never the checkout's path, so every checkout using one environment shares one build,
+    and a changed source gets a new one instead of overwriting a library other processes have
+    loaded."""
+    key = code + " ".join(build_flags(isa)).encode() + _toolchain_tag().encode()
+    return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{hashlib.sha1(key).hexdigest()[:10]}"
 
 
 def _staged_source(isa: str) -> tuple[str, Path]:
@@ -117,6 +132,11 @@ def load_extension(isa: str | None = None) -> ModuleType | None:
         from torch.utils.cpp_extension import load
 
         name, source = _staged_source(isa)
+        built = any(source.parent.glob(f"{name}*.so"))
+        if not built:  # a silent minute on the first call looks like a hang
+            print(f"hymate: building the CPU scan kernel ({isa} path; once per machine and environment, "
+                  "~1-2 min)...", file=sys.stderr, flush=True)  # fmt: skip
+            started = time.perf_counter()
         _ext[isa] = load(
             name=name,
             sources=[str(source)],
@@ -124,6 +144,9 @@ def load_extension(isa: str | None = None) -> ModuleType | None:
             extra_ldflags=["-fopenmp"],
             build_directory=str(source.parent),
         )
+        if not built:
+            print(f"hymate: CPU scan kernel built in {time.perf_counter() - started:.0f} s ({source.parent})",
+                  file=sys.stderr, flush=True)  # fmt: skip
     except Exception as exc:  # any build or load failure means: use the fallback
         last_line = (str(exc).strip().splitlines() or [""])[-1]  # build logs can be long
         _error[isa] = f"{type(exc).__name__}: {last_line}"
