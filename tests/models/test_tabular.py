@@ -19,7 +19,7 @@ from hymate.errors import HymateError
 from hymate.evaluate.metrics import METRICS_BY_TYPE, task_metrics
 from hymate.evaluate.scores import DEFAULT_SELECTION, predictions, selection_score, uncalibrated
 from hymate.models.summary_features import STATS, SummarySpec, summary_features
-from hymate.models.tabular import LOGREG_GRID, RIDGE_GRID, TabularModel, fit_tabular, grid_points
+from hymate.models.tabular import LOGREG_GRID, RIDGE_GRID, TabularModel, fit_tabular, grid_points, lightgbm_params
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import make_splits, subsample
 from hymate.train import estimators
@@ -335,3 +335,24 @@ def test_logreg_run_on_a_task_with_a_lightgbm_grid(tmp_path):
     row = run_one(task, view, split, "logreg", TrainConfig(seed=0), tmp_path, progress=False, n_boot=10)
     meta = json.loads((tmp_path / "kfold5-split0-seed0" / "report" / "metrics.json").read_text())
     assert len(meta["grid_trials"]) == len(grid_points(LOGREG_GRID)) and row["model"] == "logreg"
+
+
+def test_lightgbm_regression_grid_offers_the_l1_objective_and_mae_picks_it_on_skewed_targets():
+    from hymate.models.tabular import LIGHTGBM_REGRESSION_GRID
+
+    assert LIGHTGBM_REGRESSION_GRID["objective"] == ["regression", "regression_l1"]
+    rng = np.random.default_rng(0)
+
+    def skewed(n):  # a median that follows x, and rare huge values (a long-stay tail)
+        X = rng.normal(size=(n, 3))
+        y = 5 + 2 * X[:, 0] + rng.normal(size=n) * 0.5
+        return X, np.where(rng.random(n) < 0.15, y + rng.exponential(60, size=n), y)
+
+    (X_tr, y_tr), (X_va, y_va) = skewed(800), skewed(400)
+    grid = {**LGBM_GRID, "feature_fraction": [0.8], "objective": ["regression", "regression_l1"]}
+    model = fit_tabular("lightgbm", "regression", 1, X_tr, y_tr, X_va, y_va, seed=0, grid=grid, num_threads=1)
+    by_objective = {t["objective"]: t["score"] for t in model.trials}
+    assert by_objective["regression_l1"] > by_objective["regression"]  # neg MAE: higher is better
+    assert model.chosen["objective"] == "regression_l1"
+    params = lightgbm_params({"objective": "regression_l1"}, 0, label_type="regression")
+    assert (params["objective"], params["metric"]) == ("regression_l1", "l1")
