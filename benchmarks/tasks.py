@@ -29,6 +29,7 @@ from hymate.cli import parse_int_list
 from hymate.data.store import load_dataset
 from hymate.evaluate.metrics import METRICS_BY_TYPE
 from hymate.evaluate.scores import evaluate_rows
+from hymate.nn.scan_cpu import machine_info
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import load_or_make_splits, subsample
 
@@ -45,9 +46,11 @@ def budget_name(args) -> str:
     return "-".join(p for p in parts if p) or "full"
 
 
-def run(task: str, model: str, seed: int, out: Path, args) -> dict:
+def run(task: str, model: str, seed: int, out: Path, args) -> dict | None:
     folder = out / task / model / f"strats-split0-seed{seed}"
     done = folder / "report" / "metrics.json"
+    if not done.exists() and args.only_finished:
+        return None
     if not done.exists():
         cmd = [sys.executable, "-m", "hymate.cli", "train", "physionet2012", "--task", task, "--model", model,
                "--protocol", "strats", "--seeds", str(seed), "--out", str(out / task / model), "--quiet"]  # fmt: skip
@@ -97,15 +100,20 @@ def main() -> None:
     parser.add_argument("--eval-stays", type=int, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--results", type=Path, default=None, help="the results file (default: see above)")
+    parser.add_argument("--only-finished", action="store_true", help="start no run: tabulate the finished ones (the table says which are missing)")
     args = parser.parse_args()
     console = Console(width=max(140, Console().width))
     budget = budget_name(args)
     path = args.results or (RESULTS if args.out == DEFAULT_OUT and budget == "full" else args.out / RESULTS.name)
-    rows = []
+    rows, missing = [], []
     for task in args.tasks.split(","):
         for seed in parse_int_list(args.seeds):
             for model in args.models.split(","):
-                rows.append(run(task, model, seed, args.out, args))
+                row = run(task, model, seed, args.out, args)
+                if row is None:
+                    missing.append(f"{task}/{model}/seed {seed}")
+                else:
+                    rows.append(row)
             if seed == parse_int_list(args.seeds)[0]:
                 rows.append(trivial(task, seed, args))  # depends on the split only, not the seed
         kind = rows[-1]["label_type"]
@@ -113,6 +121,9 @@ def main() -> None:
         table = Table("model", "runs", *SHOWN[kind], "wall s", title=f"{mine[0]['task']} ({kind}), strats, test, budget {budget}")
         for model in (*args.models.split(","), "trivial"):
             runs = [r for r in mine if r["model"] == model]
+            if not runs:
+                table.add_row(model, "0", *("-" for _ in SHOWN[kind]), "-")
+                continue
             cells = []
             for k in SHOWN[kind]:
                 v = np.array([r[k] for r in runs])
@@ -121,8 +132,12 @@ def main() -> None:
             table.add_row(model, str(len(runs)), *cells, f"{np.mean(wall):.0f}" if wall else "-")
         console.print(table)
     keep = ("task", "model", "seed", "label_type", "protocol", "wall_s", "train_s", "epochs", "peak_mb", "params")
+    machine = machine_info()
     out_rows = [{**{k: r.get(k) for k in keep}, **{k: r[k] for k in METRICS_BY_TYPE[r["label_type"]]},
-                 "ci95": r["ci95"], "budget": budget} for r in rows]  # fmt: skip
+                 "ci95": r["ci95"], "budget": budget, **machine} for r in rows]  # fmt: skip
+    out_rows += [{"run": m, "status": "not run", "budget": budget} for m in missing]
+    if missing:
+        console.print(f"[yellow]not run: {', '.join(missing)}[/yellow]")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out_rows, indent=1) + "\n")
     console.print(f"rows written to {path}")
