@@ -560,6 +560,67 @@ def explain(
         console.print(f"cohort report: {result['html']}")
 
 
+@app.command()
+@friendly_errors
+def doctor(
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
+) -> None:
+    """What hymate will run with here: versions, CPU and vector path, scan backend, threads, data
+    and cache locations. Builds and reads nothing."""
+    import os
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from hymate.data.store import READERS, cache_dir as resolve_cache, data_dir as resolve_data, locate
+    from hymate.nn import scan_cpu
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    kernel = scan_cpu.kernel_status()
+    if kernel["built"]:
+        backend = f"cpp, {kernel['isa']} path (built)"
+    elif kernel["compiler"]:
+        backend = f"cpp, {kernel['isa']} path (not built yet: builds on first use, ~1-2 min)"
+    else:
+        backend = "reference (pure PyTorch: no C++ compiler or ninja found; much slower)"
+    forced = os.environ.get("HYMATE_SCAN_BACKEND")
+    root = resolve_data(data_dir, cache_dir)
+    found = {}
+    for name in READERS:
+        try:
+            found[name] = str(locate(name, root))
+        except HymateError:
+            found[name] = "not found"
+    info = {
+        "hymate": installed("hymate"), "python": platform.python_version(), "torch": torch.__version__,
+        **{pkg: installed(pkg) for pkg in ("lightning", "polars", "lightgbm", "scikit-learn")},
+        "cpu": scan_cpu.cpu_model(), "cores": os.cpu_count(), "vector_paths": list(scan_cpu.cpu_isas()),
+        "scan_backend": f"{forced} (HYMATE_SCAN_BACKEND)" if forced else backend, "kernel_folder": kernel["folder"],
+        "torch_threads": torch.get_num_threads(),
+        **{k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "data_location": str(root), **{f"data: {k}": v for k, v in found.items()},
+        "cache_location": str(resolve_cache(cache_dir)), "executable": sys.executable,
+    }  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    table = Table(title="hymate doctor", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in info.items():
+        table.add_row(key, escape(str(value)))
+    console.print(table)
+
+
 def _print_exclusions(report: dict) -> None:
     excluded = report.get("excluded_stays", {})
     skipped = {"lines": report.get("skipped_lines", {}), "values": report.get("skipped_values", {})}
