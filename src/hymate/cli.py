@@ -576,7 +576,9 @@ def doctor(
 
     import torch
 
-    from hymate.data.store import READERS, cache_dir as resolve_cache, data_dir as resolve_data, locate
+    from hymate.data.store import READERS, locate
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import data_dir as resolve_data
     from hymate.nn import scan_cpu
 
     def installed(name: str) -> str:
