@@ -110,3 +110,15 @@ def test_doctor_reports_the_machine_and_locations_without_building(tmp_path, mon
     monkeypatch.setenv("HYMATE_SCAN_BACKEND", "reference")
     forced = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
     assert forced["scan_backend"] == "reference (HYMATE_SCAN_BACKEND)"
+
+
+def test_tests_keep_their_caches_in_the_checkout():
+    from pathlib import Path
+
+    from hymate.data.store import cache_dir
+    from tests.conftest import CHECKOUT_CACHE, p19_test_cache
+
+    checkout = Path(__file__).resolve().parents[1]
+    assert CHECKOUT_CACHE.parent == checkout
+    for path in (cache_dir(), p19_test_cache(), Path(__import__("os").environ["TORCH_EXTENSIONS_DIR"])):
+        assert checkout in path.resolve().parents, path
