@@ -458,24 +458,31 @@ def evaluate(
 @friendly_errors
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `hymate train`.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Stays to score, in the dataset's raw layout.")],
-    out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv).")] = Path("predictions.parquet"),
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Stays to score: one stay file, a folder of stay files, or the dataset's official layout.")],
+    out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv); its columns are described in <out>.columns.json.")] = Path("predictions.parquet"),
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Score stays from a checkpoint alone: one row per prediction time of the checkpoint's task
     (one per stay at 48 h for P12, one per stay-hour for online sepsis), with calibrated predictions."""
-    from hymate.serve.predict import score
+    import tempfile
+
+    from hymate.data.store import stage_stay_files
+    from hymate.serve.predict import column_descriptions, score
     from hymate.train.estimators import load_checkpoint
 
     estimator, task, meta = load_checkpoint(checkpoint)
-    view = _view(task, data_dir, cache_dir, progress=not quiet, require_labels=False)
-    frame, unknown = score(estimator, task, meta, view, progress=not quiet)
+    with tempfile.TemporaryDirectory(prefix="hymate-stays-") as tmp:
+        staged = stage_stay_files(task.dataset, data_dir, Path(tmp))
+        view = _view(task, staged or data_dir, cache_dir, progress=not quiet, require_labels=False)
+        frame, unknown = score(estimator, task, meta, view, progress=not quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out) if out.suffix == ".csv" else frame.write_parquet(out)
+    sidecar = out.with_name(out.name + ".columns.json")
+    sidecar.write_text(json.dumps(column_descriptions(task, frame.columns, meta), indent=1) + "\n")
     if unknown:
         console.print(f"[yellow]note:[/] {unknown:,} events of variables the model never saw were left out")
-    console.print(f"{frame.get_column('stay_id').n_unique():,} stays, {frame.height:,} predictions -> {out}")
+    console.print(f"{frame.get_column('stay_id').n_unique():,} stays, {frame.height:,} predictions -> {out} (columns: {sidecar.name})")
 
 
 @app.command()
