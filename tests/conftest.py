@@ -10,6 +10,23 @@ import pytest
 from hymate.data.store import load_dataset
 
 REAL_DATA_ENV = "HYMATE_DATA"
+# Everything the tests keep between sessions lives in the checkout (git-ignored), never in the
+# user's ~/.cache: the P19 preparation (minutes), the scan kernel's builds, and whatever a
+# command run without --cache-dir prepares.
+CHECKOUT_CACHE = Path(__file__).resolve().parents[1] / ".hymate-cache"
+os.environ["TORCH_EXTENSIONS_DIR"] = str(CHECKOUT_CACHE / "torch_extensions")
+os.environ["HYMATE_CACHE"] = str(CHECKOUT_CACHE / "hymate")
+
+
+def p19_test_cache() -> Path:
+    """Where tests keep the real P19 preparation: keyed by the reader's source, so it is redone
+    once per reader version (the cache key of `load_dataset` itself covers the data files)."""
+    import hashlib
+
+    from hymate.data import physionet2019
+
+    code = hashlib.sha256(Path(physionet2019.__file__).read_bytes()).hexdigest()[:12]
+    return CHECKOUT_CACHE / "tests" / f"physionet2019-reader-{code}"
 
 
 def real_data_root() -> Path | None:

@@ -86,3 +86,39 @@ def test_bad_training_settings_are_one_clear_error_line(tmp_path):
         assert result.exit_code == 2, (option, result.output)
         assert "training settings:" in result.output and option.lstrip("-").replace("-", "_") in result.output
         assert "Traceback" not in result.output
+
+
+def test_doctor_reports_the_machine_and_locations_without_building(tmp_path, monkeypatch):
+    import torch.utils.cpp_extension
+
+    from hymate.nn import scan_cpu
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("doctor must not build the kernel")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_build)
+    monkeypatch.delenv("HYMATE_SCAN_BACKEND", raising=False)
+    (tmp_path / "data" / "physionet2019").mkdir(parents=True)
+    result = runner.invoke(app, ["doctor", "--json", "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["vector_paths"] == list(scan_cpu.cpu_isas()) and info["cores"] >= 1
+    assert info["scan_backend"].startswith((f"cpp, {scan_cpu.cpu_isas()[0]} path", "reference"))
+    assert info["data_location"] == str(tmp_path / "data") and info["cache_location"] == str(tmp_path / "c")
+    assert info["data: physionet2012"] == "not found"
+    assert info["torch"].startswith("2.") and info["torch_threads"] >= 1
+    monkeypatch.setenv("HYMATE_SCAN_BACKEND", "reference")
+    forced = json.loads(runner.invoke(app, ["doctor", "--json"]).output)
+    assert forced["scan_backend"] == "reference (HYMATE_SCAN_BACKEND)"
+
+
+def test_tests_keep_their_caches_in_the_checkout():
+    from pathlib import Path
+
+    from hymate.data.store import cache_dir
+    from tests.conftest import CHECKOUT_CACHE, p19_test_cache
+
+    checkout = Path(__file__).resolve().parents[1]
+    assert CHECKOUT_CACHE.parent == checkout
+    for path in (cache_dir(), p19_test_cache(), Path(__import__("os").environ["TORCH_EXTENSIONS_DIR"])):
+        assert checkout in path.resolve().parents, path

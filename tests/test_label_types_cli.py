@@ -168,6 +168,31 @@ def test_predict_scores_raw_stays_with_the_label_types_columns(runs, new_stays, 
         assert pred["prediction"].is_finite().all()
 
 
+def test_predict_reads_a_flat_folder_or_one_stay_file_and_describes_its_columns(runs, new_stays, tmp_path):
+    folder, ids = new_stays
+    flat = tmp_path / "flat"  # the stay files as a user has them: no set-a/, plus a non-stay file
+    flat.mkdir()
+    for path in (folder / "set-a").iterdir():
+        (flat / path.name).write_bytes(path.read_bytes())
+    (flat / "Outcomes-a.txt").write_text("RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n")
+    cache = tmp_path / "cache"
+    for given, expected in ((flat, sorted(ids)), (flat / f"{ids[0]}.txt", [ids[0]])):
+        out = tmp_path / f"pred-{len(expected)}.csv"
+        result = runner.invoke(app, ["predict", str(runs["binary"] / "checkpoint"), "--data-dir", str(given), "--out", str(out),
+                                     "--cache-dir", str(cache), "-q"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        pred = pl.read_csv(out)
+        assert sorted(pred["stay_id"].to_list()) == expected
+        described = json.loads(out.with_name(out.name + ".columns.json").read_text())
+        assert list(described["columns"]) == pred.columns and all(described["columns"].values())
+        assert "calibrated" in described["columns"]["probability"] and "Platt" in described["columns"]["probability"]
+        assert "sum to 1" in described["columns"]["top_variables"]
+    bad = tmp_path / "notes.csv"
+    bad.write_text("x\n")
+    result = runner.invoke(app, ["predict", str(runs["binary"] / "checkpoint"), "--data-dir", str(bad), "-q"])
+    assert result.exit_code == 2 and "is not a physionet2012 stay file (expected *.txt)" in result.output
+
+
 def test_explain_works_for_multiclass_and_regression_checkpoints(runs, where, tmp_path):
     stay = int(pl.read_parquet(runs["multiclass"] / "report" / "predictions.parquet")["stay_id"][0])
     base = [*where, "--ig-steps", "2", "-q"]

@@ -458,24 +458,31 @@ def evaluate(
 @friendly_errors
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder written by `hymate train`.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Stays to score, in the dataset's raw layout.")],
-    out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv).")] = Path("predictions.parquet"),
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Stays to score: one stay file, a folder of stay files, or the dataset's official layout.")],
+    out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv); its columns are described in <out>.columns.json.")] = Path("predictions.parquet"),
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Score stays from a checkpoint alone: one row per prediction time of the checkpoint's task
     (one per stay at 48 h for P12, one per stay-hour for online sepsis), with calibrated predictions."""
-    from hymate.serve.predict import score
+    import tempfile
+
+    from hymate.data.store import stage_stay_files
+    from hymate.serve.predict import column_descriptions, score
     from hymate.train.estimators import load_checkpoint
 
     estimator, task, meta = load_checkpoint(checkpoint)
-    view = _view(task, data_dir, cache_dir, progress=not quiet, require_labels=False)
-    frame, unknown = score(estimator, task, meta, view, progress=not quiet)
+    with tempfile.TemporaryDirectory(prefix="hymate-stays-") as tmp:
+        staged = stage_stay_files(task.dataset, data_dir, Path(tmp))
+        view = _view(task, staged or data_dir, cache_dir, progress=not quiet, require_labels=False)
+        frame, unknown = score(estimator, task, meta, view, progress=not quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.write_csv(out) if out.suffix == ".csv" else frame.write_parquet(out)
+    sidecar = out.with_name(out.name + ".columns.json")
+    sidecar.write_text(json.dumps(column_descriptions(task, frame.columns, meta), indent=1) + "\n")
     if unknown:
         console.print(f"[yellow]note:[/] {unknown:,} events of variables the model never saw were left out")
-    console.print(f"{frame.get_column('stay_id').n_unique():,} stays, {frame.height:,} predictions -> {out}")
+    console.print(f"{frame.get_column('stay_id').n_unique():,} stays, {frame.height:,} predictions -> {out} (columns: {sidecar.name})")
 
 
 @app.command()
@@ -558,6 +565,69 @@ def explain(
                 drops.add_row(row["method"], str(row["k"]), f"{row['auroc']:.4f}", f"{row['auroc_drop']:.4f}{sd}")
             console.print(drops)
         console.print(f"cohort report: {result['html']}")
+
+
+@app.command()
+@friendly_errors
+def doctor(
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
+) -> None:
+    """What hymate will run with here: versions, CPU and vector path, scan backend, threads, data
+    and cache locations. Builds and reads nothing."""
+    import os
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from hymate.data.store import READERS, locate
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import data_dir as resolve_data
+    from hymate.nn import scan_cpu
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    kernel = scan_cpu.kernel_status()
+    if kernel["built"]:
+        backend = f"cpp, {kernel['isa']} path (built)"
+    elif kernel["compiler"]:
+        backend = f"cpp, {kernel['isa']} path (not built yet: builds on first use, ~1-2 min)"
+    else:
+        backend = "reference (pure PyTorch: no C++ compiler or ninja found; much slower)"
+    forced = os.environ.get("HYMATE_SCAN_BACKEND")
+    root = resolve_data(data_dir, cache_dir)
+    found = {}
+    for name in READERS:
+        try:
+            found[name] = str(locate(name, root))
+        except HymateError:
+            found[name] = "not found"
+    info = {
+        "hymate": installed("hymate"), "python": platform.python_version(), "torch": torch.__version__,
+        **{pkg: installed(pkg) for pkg in ("lightning", "polars", "lightgbm", "scikit-learn")},
+        "cpu": scan_cpu.cpu_model(), "cores": os.cpu_count(), "vector_paths": list(scan_cpu.cpu_isas()),
+        "scan_backend": f"{forced} (HYMATE_SCAN_BACKEND)" if forced else backend, "kernel_folder": kernel["folder"],
+        "torch_threads": torch.get_num_threads(),
+        **{k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "data_location": str(root), **{f"data: {k}": v for k, v in found.items()},
+        "cache_location": str(resolve_cache(cache_dir)), "executable": sys.executable,
+    }  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    table = Table(title="hymate doctor", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in info.items():
+        table.add_row(key, escape(str(value)))
+    console.print(table)
 
 
 def _print_exclusions(report: dict) -> None:

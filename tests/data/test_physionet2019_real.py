@@ -1,14 +1,13 @@
 """PhysioNet 2019 on the real files: counts checked against the published figures and a hand parse.
 
-The preparation (all 40,336 stays) is cached under the hymate cache (``$HYMATE_CACHE`` or
-~/.cache/hymate) in a folder keyed by the sha256 of the reader's source, so it runs once per
-reader version and machine; the cache key of `load_dataset` itself covers the data files.
+The preparation (all 40,336 stays) is cached in the checkout (``.hymate-cache/tests``, see
+tests/conftest.py) in a folder keyed by the sha256 of the reader's source, so it runs once per
+reader version and checkout; the cache key of `load_dataset` itself covers the data files.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import tarfile
 from pathlib import Path
@@ -19,8 +18,9 @@ import pytest
 
 from hymate.data import physionet2019
 from hymate.data.physionet2019 import PLAUSIBLE_RANGES, STATICS, TIME_SERIES_VARIABLES, stay_labels
-from hymate.data.store import cache_dir, load_dataset
+from hymate.data.store import load_dataset
 from hymate.evaluate.utility import utility_score
+from tests.conftest import p19_test_cache
 
 pytestmark = pytest.mark.realdata
 
@@ -30,8 +30,7 @@ NO_EVENTS = [108796, 115810]  # every vital and lab NaN in every hour
 
 @pytest.fixture(scope="module")
 def p19_cache() -> Path:
-    code = hashlib.sha256(Path(physionet2019.__file__).read_bytes()).hexdigest()[:12]
-    return cache_dir() / "tests" / f"physionet2019-reader-{code}"
+    return p19_test_cache()
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ drawn exactly as before the protocols became data (same ids per part)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,10 +11,11 @@ import pytest
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from hymate.data import physionet2019
-from hymate.data.store import cache_dir, load_dataset
+from hymate.data.store import load_dataset
 from hymate.errors import DataError
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import Split, make_splits
+from tests.conftest import p19_test_cache
 
 pytestmark = pytest.mark.realdata
 
@@ -32,10 +31,7 @@ def mortality(p12):
 @pytest.fixture(scope="module")
 def p19(real_data):
     """The real P19 preparation, cached where tests/data/test_physionet2019_real.py caches it."""
-    code = hashlib.sha256(Path(physionet2019.__file__).read_bytes()).hexdigest()[:12]
-    return load_dataset(
-        "physionet2019", real_data, cache_dir() / "tests" / f"physionet2019-reader-{code}", progress=False
-    )
+    return load_dataset("physionet2019", real_data, p19_test_cache(), progress=False)
 
 
 def test_split_files_are_identical_across_runs_with_the_same_seed(mortality, tmp_path):

@@ -134,6 +134,38 @@ def _save_atomically(prepared: EventData, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# Stay files a user may bring to `predict` outside the official layout: one stay's file pattern,
+# names that are not stays, and the folder of the official layout the reader reads them from.
+_STAY_FILES = {
+    physionet2012.NAME: ("*.txt", ("Outcomes",), "set-a"),
+    physionet2019.NAME: ("*.psv", (), "training_setA"),
+}
+
+
+def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
+    """A single stay file, or a flat folder of them, linked into the official layout under `into`
+    (returned); None when `path` is a data location already (or holds no stay files: then the
+    usual data-location message explains what is expected)."""
+    _check_name(dataset)
+    pattern, not_stays, folder = _STAY_FILES[dataset]
+    path = Path(path).expanduser()
+    if path.is_file() and not is_archive(path):
+        if not path.match(pattern):
+            raise DataError(f"{path} is not a {dataset} stay file (expected {pattern})")
+        files = [path]
+    elif path.is_dir() and not _has_data(dataset, path):
+        files = [f for f in sorted(path.glob(pattern)) if f.is_file() and not f.name.startswith(not_stays)]
+    else:
+        return None
+    if not files:
+        return None
+    target = Path(into) / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (target / f.name).symlink_to(f.resolve())
+    return Path(into)
+
+
 def _has_data(dataset: str, root: Path) -> bool:
     try:
         locate(dataset, root)

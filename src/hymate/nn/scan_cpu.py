@@ -266,3 +266,14 @@ def cpu_model() -> str:
 def machine_info(isa: str | None = None) -> dict[str, object]:
     """What a figure was measured on: ``{"cpu", "cores", "isa"}`` (the scan's vector path)."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": requested_isa(isa)}
+
+
+def kernel_status(isa: str | None = None) -> dict[str, object]:
+    """Where the kernel's build for `isa` lives and whether it is built, without building it."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    isa = requested_isa(isa)
+    name = build_name(_SOURCE.read_bytes(), isa)
+    folder = Path(_get_build_directory(name, verbose=False))
+    return {"isa": isa, "name": name, "folder": str(folder), "built": any(folder.glob(f"{name}*.so")),
+            "loaded": isa in _ext, "error": _error.get(isa), "compiler": may_be_available()}  # fmt: skip

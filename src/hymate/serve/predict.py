@@ -40,6 +40,34 @@ def score(estimator, task, meta: dict, view: EventData, stay_ids=None, progress:
     return frame, dropped
 
 
+def column_descriptions(task, columns: list[str], meta: dict) -> dict:
+    """What each column of a predictions file means (written beside it as <file>.columns.json)."""
+    kind = (meta.get("calibration") or {}).get("kind", "none")
+    calibration = {"platt": "Platt scaling", "temperature": "temperature scaling"}.get(kind, "none")
+    known = {
+        "stay_id": "the stay's id (PhysioNet RecordID / patient file number)",
+        "prediction_time": "hours since the stay's first recorded hour at which the prediction is made; it reads "
+                           "the events up to and including this time",
+        "label": f"the true label where the data hold it ({task.positive_label or task.label_rule or task.name}); "
+                 "empty for new stays",
+        "probability": f"probability of {task.positive_label or 'the positive class'}, calibrated on the validation "
+                       f"stays ({calibration}); use this one",
+        "logit": "the model's raw output before calibration (log-odds); for ranking only",
+        "alarm": "probability >= the decision threshold chosen on validation " + (
+            f"({meta['decision'].get('metric', '')} {meta['decision']['threshold']:.4f})" if meta.get("decision") else ""),
+        "predicted_class": "the index of the most probable class (" + ", ".join(
+            f"{k} = {c}" for k, c in enumerate(task.classes or ())) + ")",
+        "prediction": f"the predicted value ({task.label_rule or task.name})",
+        "top_variables": "the model's three most attended variables for this stay, as 'name (weight)': channel-"
+                         "attention weights over all variables sum to 1, so a weight is that variable's share; "
+                         "given on the stay's last prediction time only (earlier rows read less of the stay)",
+    }  # fmt: skip
+    for k, c in enumerate(task.classes or ()):
+        known[f"p_{k}"] = f"probability of class {k} ({c}), calibrated on validation ({calibration}); rows sum to 1"
+    return {"task": task.name, "label_type": task.label_type,
+            "columns": {c: known.get(c, "") for c in columns}}  # fmt: skip
+
+
 @torch.no_grad()
 def top_variables(estimator, view: EventData, ids, batch_size: int = 64) -> pl.DataFrame | None:
     """stay_id, top_variables ("name (weight), ..." at the stay's last prediction time), or None

@@ -51,6 +51,7 @@ from hymate.train.module import (
     make_loader,
     predict_raw,
 )
+from hymate.train.progress import ProgressLines, is_terminal, quiet_lightning
 
 
 @dataclass
@@ -265,9 +266,13 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
     callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
     if train.ema_decay:
         callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
+    bar = progress and is_terminal()  # a bar draws nothing in a log file: plain lines there
+    if progress and not bar:
+        callbacks.append(ProgressLines())
+    quiet_lightning()
     trainer = L.Trainer(
         max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
-        callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=progress,
+        callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=bar,
         enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
         limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
     )  # fmt: skip

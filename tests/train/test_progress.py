@@ -1,0 +1,53 @@
+"""Training output in a log file (not a terminal): per-epoch progress lines with an ETA, and none
+of Lightning's banners; and the progress line helpers on their own."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from hymate.train.progress import ProgressLines, clock
+
+BANNERS = ("GPU available", "TPU available", "HPU available", "💡 Tip", "litlogger",
+           "Loading `train_dataloader`", "LeafSpec", "`Trainer.fit` stopped", "smaller than the logging interval")  # fmt: skip
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_train_into_a_file_prints_epoch_lines_with_eta_and_no_banners(real_data, real_cache, tmp_path):
+    log = tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "hymate.cli", "train", "physionet2012", "--train-stays", "120", "--eval-stays", "60",
+           "--epochs", "2", "--d-model", "8", "--mamba-layers", "1", "--max-events", "128", "--out", str(tmp_path / "run"),
+           "--data-dir", str(real_data), "--cache-dir", str(real_cache)]  # fmt: skip
+    with log.open("w") as f:  # a file: what nohup, CI and a redirect give
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+    text = log.read_text()
+    assert done.returncode == 0, text
+    steps = re.findall(r"^epoch 1/2 step \d+/4 \(\d+\.\d steps/s, \d+m\d\ds elapsed, epoch ETA \d+m\d\ds\) mean loss \d", text, re.M)
+    assert len(steps) == 3, text  # 120 stays / batch 32 = 4 steps: a line after each but the last
+    for epoch in (1, 2):
+        assert re.search(rf"^epoch {epoch}/2 done in \d+m\d\ds \(run \d+m\d\ds, at most \d+m\d\ds left\): val .*auroc 0\.\d{{4}}",
+                         text, re.M), text  # fmt: skip
+    assert not [b for b in BANNERS if b in text], text
+
+
+def test_progress_lines_count_steps_and_estimate_what_is_left():
+    out = io.StringIO()
+    lines = ProgressLines(every=2, stream=out)
+    trainer = SimpleNamespace(num_training_batches=5, current_epoch=0, max_epochs=3, callback_metrics={"val/auroc": 0.8125})
+    lines.on_train_start(trainer, None)
+    lines.on_train_epoch_start(trainer, None)
+    for i in range(5):
+        lines.on_train_batch_end(trainer, None, {"loss": float(i)}, None, i)
+    lines.on_train_epoch_end(trainer, None)
+    got = out.getvalue().splitlines()
+    assert [g.split(" (")[0] for g in got[:2]] == ["epoch 1/3 step 2/5", "epoch 1/3 step 4/5"]
+    assert got[0].endswith("mean loss 0.5000") and got[1].endswith("mean loss 1.5000")
+    assert got[2].startswith("epoch 1/3 done in 0m00s") and got[2].endswith("val auroc 0.8125") and len(got) == 3
+    assert clock(3725) == "1h02m05s" and clock(59.6) == "1m00s"
