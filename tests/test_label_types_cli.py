@@ -117,7 +117,13 @@ def test_the_report_has_the_label_types_metrics_cis_summary_and_plots(runs, kind
     assert all(row[k] == saved["metrics"][k] for k in METRICS[kind])
     summary = (report / "summary.md").read_text()
     assert all(f"| {METRIC_LABELS[k]} |" in summary for k in METRICS[kind]), summary
-    assert "Test stays: 150; predictions: 150" in summary
+    assert "Test stays: 150; predictions: 150" in summary and "What these numbers mean:" in summary
+    # The run folder's summary: the same labels, the run's CIs, no sd for one run, the meanings.
+    top = (runs[kind].parent / "summary.md").read_text()
+    for k in METRICS[kind]:
+        lo, hi = saved["ci95"][k]
+        assert f"| {METRIC_LABELS[k]} | {saved['metrics'][k]:.4f} | {lo:.4f} to {hi:.4f} |" in top, top
+    assert "sd" not in top and "What these numbers mean:" in top and "| wall time (s) |" in top
     for name in PLOTS[kind]:
         assert (report / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
     frame = pl.read_parquet(report / "predictions.parquet")

@@ -26,7 +26,35 @@ METRIC_LABELS = {
     "min_re_pr": "min(Re, Pr)", "brier": "Brier score", "ece": "ECE (10 bins)", "utility": "utility (normalised)",
     "accuracy": "accuracy", "macro_auroc": "AUROC (macro, one-vs-rest)", "weighted_auroc": "AUROC (weighted, one-vs-rest)",
     "macro_f1": "F1 (macro)", "log_loss": "log-loss", "mae": "MAE", "rmse": "RMSE", "r2": "R^2",
+    "wall_s": "wall time (s)",
 }  # fmt: skip
+# One line on what each number means (reports say it beside the numbers).
+METRIC_MEANINGS = {
+    "auroc": "probability that a random positive stay is ranked above a random negative one (0.5 = chance)",
+    "ap": "average precision: the area under the precision-recall curve as a step function (chance = prevalence)",
+    "auprc_trapz": "the same area with straight lines between the curve's points (slightly optimistic; kept to "
+                   "compare with papers that report it)",
+    "min_re_pr": "the best min(recall, precision) over all thresholds (where the two are equal)",
+    "brier": "mean squared error of the calibrated probabilities (lower is better)",
+    "ece": "expected calibration error: |predicted - observed rate| averaged over 10 equal-width bins, weighted "
+           "by stays (lower is better)",
+    "utility": "the PhysioNet 2019 utility, normalised: 1 = the optimal alarms, 0 = never alarming",
+    "accuracy": "share of stays whose most probable class is the true one",
+    "macro_auroc": "one-vs-rest AUROC of each class, averaged with equal weight",
+    "weighted_auroc": "one-vs-rest AUROC of each class, averaged weighted by class size",
+    "macro_f1": "F1 of each class, averaged with equal weight",
+    "log_loss": "mean negative log-probability of the true class (lower is better)",
+    "mae": "mean absolute error, in the label's unit (lower is better)",
+    "rmse": "root mean squared error, in the label's unit (lower is better)",
+    "r2": "share of the label's variance explained (0 = predicting the test mean; negative is worse)",
+    "wall_s": "wall-clock seconds of the run (training, calibration and scoring)",
+}  # fmt: skip
+
+
+def meaning_lines(keys) -> list[str]:
+    """The "what these numbers mean" section for `keys`."""
+    return ["", "What these numbers mean:", *(f"- {METRIC_LABELS.get(k, k)}: {METRIC_MEANINGS[k]}" for k in keys
+                                               if k in METRIC_MEANINGS)]  # fmt: skip
 
 
 def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: dict, ci: dict, info: dict,
@@ -61,7 +89,8 @@ def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: d
         f"; positives: {int(y.sum()):,}." if kind == "binary" else ".")]  # fmt: skip
     if kind == "multiclass":
         lines += ["", "Classes: " + ", ".join(f"{k} = {c}" for k, c in enumerate(task.classes))]
-    lines += [f"- {k}: {v}" for k, v in info.items() if not isinstance(v, dict | list)]
+    lines += meaning_lines(keys)
+    lines += ["", "Run:", *(f"- {k}: {v}" for k, v in info.items() if not isinstance(v, dict | list))]
     lines += ["", " ".join(f"![{f}]({f}.png)" for f in figures)]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 

@@ -32,7 +32,7 @@ import torch
 from hymate.data.schema import EventData
 from hymate.errors import DataError, HymateError
 from hymate.evaluate.metrics import METRICS_BY_TYPE, summarise_runs
-from hymate.evaluate.report import write_report
+from hymate.evaluate.report import METRIC_LABELS, meaning_lines, write_report
 from hymate.evaluate.scores import (
     choose_threshold,
     decision_metrics,
@@ -198,11 +198,31 @@ def run_experiment(
     summary = summarise_runs(rows, keys)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
-    lines = [f"# {model_name} on {task.name}", "", "| metric | mean | sd | runs |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['mean']:.4f} | {v['sd']:.4f} | {v['n']} |" for k, v in summary.items()]
-    lines += ["", "Per-run reports: " + ", ".join(f"`{r['protocol']}-split{r['split']}-seed{r['seed']}/report`" for r in rows)]
-    (Path(out) / "summary.md").write_text("\n".join(lines) + "\n")
+    (Path(out) / "summary.md").write_text(summary_markdown(task, model_name, rows, summary, out))
     return rows
+
+
+def summary_markdown(task: Task, model_name: str, rows: list[dict], summary: dict, out: Path) -> str:
+    """The run folder's summary: one run as value and bootstrap CI (like its own report), several
+    as mean ± sd across runs; the metrics' names and meanings as in the per-run reports."""
+    folders = [f"{r['protocol']}-split{r['split']}-seed{r['seed']}" for r in rows]
+    lines = [f"# {model_name} on {task.name} (test)", ""]
+    if len(rows) == 1:
+        report = Path(out) / folders[0] / "report" / "metrics.json"
+        ci = json.loads(report.read_text()).get("ci95", {}) if report.exists() else {}
+        lines += ["| metric | value | 95 % CI (bootstrap) |", "|---|---|---|"]
+        for k, v in summary.items():
+            lo, hi = ci.get(k, (None, None))
+            band = f"{lo:.4f} to {hi:.4f}" if lo is not None else ""
+            lines.append(f"| {METRIC_LABELS.get(k, k)} | {v['mean']:.1f} | |" if k == "wall_s" else
+                         f"| {METRIC_LABELS.get(k, k)} | {v['mean']:.4f} | {band} |")  # fmt: skip
+    else:
+        lines += [f"| metric | mean ± sd across {len(rows)} runs |", "|---|---|"]
+        lines += [f"| {METRIC_LABELS.get(k, k)} | {v['mean']:.1f} ± {v['sd']:.1f} |" if k == "wall_s" else
+                  f"| {METRIC_LABELS.get(k, k)} | {v['mean']:.4f} ± {v['sd']:.4f} |" for k, v in summary.items()]  # fmt: skip
+    lines += meaning_lines(summary)
+    lines += ["", "Per-run reports (with CIs and plots): " + ", ".join(f"`{f}/report`" for f in folders)]
+    return "\n".join(lines) + "\n"
 
 
 def _history(folder: Path) -> pl.DataFrame | None:
