@@ -20,6 +20,12 @@ def test_prepare_writes_split_files_and_describe_summarises(tmp_path):
     result = runner.invoke(app, ["prepare", "physionet2012", *args])
     assert result.exit_code == 0, result.output
     assert "60 records read -> 60 stays" in result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert f"read from {tmp_path / 'raw'}" in out and "left out: 0 stays, 0 lines, 0 values" in out
+    assert "excluded and skipped" not in out  # the table is describe's
+    again = runner.invoke(app, ["prepare", "physionet2012", *args, "--download"])
+    assert again.exit_code == 0 and f"physionet2012 is already in {tmp_path / 'raw'}; nothing downloaded" in " ".join(
+        again.output.split())  # fmt: skip
     # Split files of every P12 task and protocol: <task>-<protocol>-seed<s>-split<k>.json
     files = sorted(p.name for p in (tmp_path / "cache" / "splits").iterdir())
     tasks = ("los-3d", "los-bands", "los-days", "mortality")

@@ -72,10 +72,14 @@ def prepare(
 ) -> None:
     """Read a dataset's raw files into the event model, cache it, and write the split files of its tasks."""
     from hymate.data.store import cache_dir as resolve_cache
-    from hymate.data.store import load_dataset
+    from hymate.data.store import data_dir as resolve_data
+    from hymate.data.store import has_data, load_dataset
     from hymate.tasks.registry import tasks_of
     from hymate.tasks.splits import make_splits
 
+    root = resolve_data(data_dir, cache_dir)
+    if download and has_data(dataset, root):
+        console.print(f"--download: {dataset} is already in {root}; nothing downloaded")
     start = time.perf_counter()
     data = load_dataset(dataset, data_dir, cache_dir, download=download, force=force, progress=not quiet)
     elapsed = time.perf_counter() - start
@@ -84,7 +88,8 @@ def prepare(
         f"[bold]{dataset}[/]: {report.get('records_read', '?'):,} records read -> {data.stays.height:,} stays, "
         f"{data.events.height:,} events, {data.labels.height:,} label rows ({elapsed:.1f} s)"
     )
-    _print_exclusions(report)
+    console.print(f"read from {escape(str(root))}; prepared data cached in {escape(str(resolve_cache(cache_dir) / 'prepared'))}")
+    console.print(_exclusion_summary(report) + f" (`hymate describe {dataset}` shows the table)")
     out = splits_dir or resolve_cache(cache_dir) / "splits"
     table = Table("task", "protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
     for task in tasks_of(dataset):
@@ -628,6 +633,14 @@ def doctor(
     for key, value in info.items():
         table.add_row(key, escape(str(value)))
     console.print(table)
+
+
+def _exclusion_summary(report: dict) -> str:
+    """One line: how much preparation left out (the table is `describe`'s)."""
+    stays = sum(e["count"] for e in report.get("excluded_stays", {}).values())
+    lines = sum(e["count"] for e in report.get("skipped_lines", {}).values())
+    values = sum(e["count"] for e in report.get("skipped_values", {}).values())
+    return f"left out: {stays:,} stays, {lines:,} lines, {values:,} values"
 
 
 def _print_exclusions(report: dict) -> None:

@@ -97,7 +97,7 @@ def load_dataset(
     """Prepare `dataset` from its raw files, or load the cached preparation if it is current."""
     _check_name(dataset)
     root = data_dir(data, cache)
-    if download and not _has_data(dataset, root):
+    if download and not has_data(dataset, root):
         if dataset != physionet2012.NAME:
             raise DataNotFoundError(_how_to_provide(dataset, root, f"--download is not supported for {dataset}"))
         download_physionet2012(root / _SUBFOLDERS[dataset][0], progress=progress)
@@ -153,7 +153,7 @@ def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
         if not path.match(pattern):
             raise DataError(f"{path} is not a {dataset} stay file (expected {pattern})")
         files = [path]
-    elif path.is_dir() and not _has_data(dataset, path):
+    elif path.is_dir() and not has_data(dataset, path):
         files = [f for f in sorted(path.glob(pattern)) if f.is_file() and not f.name.startswith(not_stays)]
     else:
         return None
@@ -166,7 +166,7 @@ def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
     return Path(into)
 
 
-def _has_data(dataset: str, root: Path) -> bool:
+def has_data(dataset: str, root: Path) -> bool:
     try:
         locate(dataset, root)
     except DataNotFoundError:
