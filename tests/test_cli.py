@@ -128,3 +128,11 @@ def test_tests_keep_their_caches_in_the_checkout():
     assert CHECKOUT_CACHE.parent == checkout
     for path in (cache_dir(), p19_test_cache(), Path(__import__("os").environ["TORCH_EXTENSIONS_DIR"])):
         assert checkout in path.resolve().parents, path
+
+
+def test_help_shows_no_type_after_plain_flags():
+    for command in ("prepare", "train", "predict", "explain"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "160"})
+        assert result.exit_code == 0
+        flags = [line for line in result.output.splitlines() if "--quiet" in line or "--download" in line or "--resume" in line]
+        assert flags and not [line for line in flags if "<bool>" in line], flags

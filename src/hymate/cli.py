@@ -32,8 +32,8 @@ CacheDir = Annotated[
     Path | None,
     typer.Option("--cache-dir", help="Cache for prepared data and splits (default: $HYMATE_CACHE or ~/.cache/hymate).", show_default=False),
 ]
-Download = Annotated[bool, typer.Option("--download", help="Fetch the official files from PhysioNet if absent.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Download = Annotated[bool, typer.Option("--download", help="Fetch the official files from PhysioNet if absent.", metavar="")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", metavar="")]
 
 
 def friendly_errors(command):
@@ -65,7 +65,7 @@ def prepare(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     download: Download = False,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if a current cache exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if a current cache exists.", metavar="")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test splits.")] = 0,
     splits_dir: Annotated[Path | None, typer.Option(help="Where split files go (default: <cache>/splits).")] = None,
     quiet: Quiet = False,
@@ -251,13 +251,13 @@ def train(
     mamba_layers: Annotated[int | None, typer.Option(help="Mamba blocks (default: the model's own).")] = None,
     channel_layers: Annotated[int | None, typer.Option(help="Channel-attention layers (default: 1).")] = None,
     max_events: Annotated[int | None, typer.Option(help="Most recent events kept of a sample with one prediction time (default 880).")] = None,
-    recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.")] = None,
+    recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.", metavar="")] = None,
     train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (0: all; default: the task's recipe, else all).")] = None,
-    query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).")] = None,
+    query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).", metavar="")] = None,
     train_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of validation/test stays.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split files.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Skip finished runs and resume interrupted ones.")] = True,
+    resume: Annotated[bool, typer.Option(help="Skip finished runs and resume interrupted ones.", metavar="")] = True,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     download: Download = False,
@@ -320,7 +320,7 @@ def benchmark(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (two 1-thread runs did ~1.4x the work of one 2-thread run on a 2-core CPU).")] = 1,
-    collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).")] = False,
+    collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).", metavar="")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Run a grid of models x splits x seeds on any task (each run in its own process), skipping
@@ -495,10 +495,10 @@ def predict(
 def explain(
     checkpoint: Annotated[Path, typer.Argument(help="A HyMaTE checkpoint folder written by `hymate train`.")],
     stay: Annotated[list[int] | None, typer.Option("--stay", help="Stay id to explain (repeat for several).")] = None,
-    cohort: Annotated[bool, typer.Option("--cohort", help="Explain a cohort: global importance, attention map, deletion test.")] = False,
+    cohort: Annotated[bool, typer.Option("--cohort", help="Explain a cohort: global importance, attention map, deletion test.", metavar="")] = False,
     part: Annotated[str, typer.Option(help="Cohort stays: test or val of the checkpoint's split, or all stays in the data.")] = "test",
     max_stays: Annotated[int | None, typer.Option(help="Cohort: a random subset of this many stays (seeded).")] = None,
-    deletion: Annotated[bool | None, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times; binary tasks; default: on for them).")] = None,
+    deletion: Annotated[bool | None, typer.Option("--deletion/--no-deletion", help="Cohort: run the deletion test (re-scores the stays ~40 times; binary tasks; default: on for them).", metavar="")] = None,
     target_class: Annotated[int | None, typer.Option("--class", help="Multiclass tasks: the class whose logit is explained (default: the last).")] = None,
     ig_steps: Annotated[int, typer.Option(help="Integrated Gradients steps (Gauss-Legendre).")] = 8,
     out: Annotated[Path | None, typer.Option(help="Report folder (default: <checkpoint>/../explain).")] = None,
@@ -577,7 +577,7 @@ def explain(
 def doctor(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.", metavar="")] = False,
 ) -> None:
     """What hymate will run with here: versions, CPU and vector path, scan backend, threads, data
     and cache locations. Builds and reads nothing."""
