@@ -181,6 +181,7 @@ def test_predict_reads_a_flat_folder_or_one_stay_file_and_describes_its_columns(
     for path in (folder / "set-a").iterdir():
         (flat / path.name).write_bytes(path.read_bytes())
     (flat / "Outcomes-a.txt").write_text("RecordID,SAPS-I,SOFA,Length_of_stay,Survival,In-hospital_death\n")
+    (flat / "README.txt").write_text("PhysioNet downloads come with notes like this one\n")
     cache = tmp_path / "cache"
     for given, expected in ((flat, sorted(ids)), (flat / f"{ids[0]}.txt", [ids[0]])):
         out = tmp_path / f"pred-{len(expected)}.csv"
@@ -196,7 +197,7 @@ def test_predict_reads_a_flat_folder_or_one_stay_file_and_describes_its_columns(
     bad = tmp_path / "notes.csv"
     bad.write_text("x\n")
     result = runner.invoke(app, ["predict", str(runs["binary"] / "checkpoint"), "--data-dir", str(bad), "-q"])
-    assert result.exit_code == 2 and "is not a physionet2012 stay file (expected *.txt)" in result.output
+    assert result.exit_code == 2 and "is not a physionet2012 stay file (expected <RecordID>.txt)" in result.output
 
 
 def test_explain_works_for_multiclass_and_regression_checkpoints(runs, where, tmp_path):

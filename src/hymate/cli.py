@@ -599,14 +599,17 @@ def doctor(
         except PackageNotFoundError:
             return "not installed"
 
-    kernel = scan_cpu.kernel_status()
+    try:
+        kernel = scan_cpu.kernel_status()
+    except HymateError as exc:  # e.g. a HYMATE_SCAN_ISA this CPU cannot run: report it, do not fail
+        kernel = {"built": False, "compiler": False, "isa": "?", "folder": f"unavailable: {exc}"}
     if kernel["built"]:
         backend = f"cpp, {kernel['isa']} path (built)"
     elif kernel["compiler"]:
         backend = f"cpp, {kernel['isa']} path (not built yet: builds on first use, ~1-2 min)"
     else:
         backend = "reference (pure PyTorch: no C++ compiler or ninja found; much slower)"
-    forced = os.environ.get("HYMATE_SCAN_BACKEND")
+    forced = os.environ.get("HYMATE_SCAN_BACKEND", "").strip().lower() not in ("", "auto") and os.environ["HYMATE_SCAN_BACKEND"]
     root = resolve_data(data_dir, cache_dir)
     found = {}
     for name in READERS:

@@ -294,6 +294,18 @@ def test_build_name_follows_the_source_content_not_its_path():
     assert staged.read_bytes() == code and staged.parent.name == name
 
 
+def test_nan_in_delta_propagates_as_in_the_reference(backend):
+    # x86 min / max return their second operand for a NaN: a NaN delta must not become finite.
+    inputs = random_scan_inputs(2, 20, 40, 16, seed=21)
+    inputs["delta"][0, 3, 10] = float("nan")
+    inputs["delta"][1, 17, 0] = float("nan")
+    with torch.no_grad():
+        out = scan(**inputs, delta_softplus=True, backend=backend)
+        ref = selective_scan(**{k: v.double() for k, v in inputs.items()}, delta_softplus=True, backend="reference")
+    assert ref.isnan().any() and torch.equal(out.isnan(), ref.isnan())
+    assert (out.isnan().sum(-1) > 0).sum() == 2  # only the two channels that read a NaN
+
+
 def test_each_build_reports_its_vector_path(cpp_extension, monkeypatch):
     monkeypatch.delenv(scan_cpu.ISA_ENV, raising=False)
     assert cpp_extension.isa() == scan_cpu.cpu_isas()[0] == scan_cpu.isa()

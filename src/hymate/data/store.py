@@ -137,8 +137,8 @@ def _save_atomically(prepared: EventData, folder: Path) -> None:
 # Stay files a user may bring to `predict` outside the official layout: one stay's file pattern,
 # names that are not stays, and the folder of the official layout the reader reads them from.
 _STAY_FILES = {
-    physionet2012.NAME: ("*.txt", ("Outcomes",), "set-a"),
-    physionet2019.NAME: ("*.psv", (), "training_setA"),
+    physionet2012.NAME: ("[0-9]*.txt", "<RecordID>.txt", "set-a"),  # not README.txt, Outcomes-a.txt, ...
+    physionet2019.NAME: ("p[0-9]*.psv", "pNNNNNN.psv", "training_setA"),
 }
 
 
@@ -147,14 +147,14 @@ def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
     (returned); None when `path` is a data location already (or holds no stay files: then the
     usual data-location message explains what is expected)."""
     _check_name(dataset)
-    pattern, not_stays, folder = _STAY_FILES[dataset]
+    pattern, named, folder = _STAY_FILES[dataset]
     path = Path(path).expanduser()
     if path.is_file() and not is_archive(path):
         if not path.match(pattern):
-            raise DataError(f"{path} is not a {dataset} stay file (expected {pattern})")
+            raise DataError(f"{path} is not a {dataset} stay file (expected {named})")
         files = [path]
     elif path.is_dir() and not has_data(dataset, path):
-        files = [f for f in sorted(path.glob(pattern)) if f.is_file() and not f.name.startswith(not_stays)]
+        files = [f for f in sorted(path.glob(pattern)) if f.is_file()]
     else:
         return None
     if not files:

@@ -24,8 +24,10 @@ a lower path than the CPU's best, e.g. to compare them; one the CPU lacks is an 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import platform
 import shutil
 import sys
 import time
@@ -45,13 +47,14 @@ _ext: dict[str, ModuleType] = {}
 _error: dict[str, str] = {}
 
 
-def _cpu_flags() -> set[str]:
+@functools.cache  # asked on every scan call: read the file once
+def _cpu_flags() -> frozenset[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
+    return frozenset(line.partition(":")[2].split())
 
 
 def cpu_isas() -> tuple[str, ...]:
@@ -82,8 +85,14 @@ def _cpu_tag() -> str:
 def build_flags(isa: str) -> list[str]:
     # -ffp-contract=fast: a * b + c becomes one FMA (GCC's ISO modes, like torch's -std=c++20,
     # leave it off); it is what the intrinsics paths do by hand, and the generic path needs it.
+    # A lower path on x86 also turns the higher instruction sets off, so that its auto-vectorised
+    # code is what a CPU without them runs (the avx2 build of an AVX-512 host is an AVX2 build).
     level = len(ISAS) - 1 - ISAS.index(isa)
-    return ["-O3", "-march=native", "-fopenmp", "-ffp-contract=fast", f"-DHYMATE_SCAN_ISA_LEVEL={level}"]
+    lower = []
+    if platform.machine().lower() in ("x86_64", "amd64") and isa != cpu_isas()[0]:
+        lower = ["-mno-avx512f"] if isa == "avx2" else ["-mno-avx512f", "-mno-avx2", "-mno-fma"]
+    return ["-O3", "-march=native", *lower, "-fopenmp", "-ffp-contract=fast", "-Wno-psabi",
+            f"-DHYMATE_SCAN_ISA_LEVEL={level}"]  # fmt: skip
 
 
 def _toolchain_tag() -> str:
@@ -97,11 +106,12 @@ def _toolchain_tag() -> str:
     return "|".join(parts)
 
 
-def build_name(code: bytes, isa: str = "avx512") -> str:
+def build_name(code: bytes, isa: str | None = None) -> str:
     """The build's name: vector path, CPU features, the source's content, the flags and the
     toolchain, never the checkout's path, so every checkout using one environment shares one build,
     and a changed source gets a new one instead of overwriting a library other processes have
     loaded."""
+    isa = isa or requested_isa()
     key = code + " ".join(build_flags(isa)).encode() + _toolchain_tag().encode()
     return f"hymate_selective_scan_{isa}_{_cpu_tag()}_{hashlib.sha1(key).hexdigest()[:10]}"
 
@@ -264,8 +274,11 @@ def cpu_model() -> str:
 
 
 def machine_info(isa: str | None = None) -> dict[str, object]:
-    """What a figure was measured on: ``{"cpu", "cores", "isa"}`` (the scan's vector path)."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": requested_isa(isa)}
+    """What a figure was measured on: ``{"cpu", "cores", "isa"}`` (the scan's vector path: the
+    loaded build's own answer where it is loaded)."""
+    isa = requested_isa(isa)
+    ext = _ext.get(isa)
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "isa": ext.isa() if ext is not None else isa}
 
 
 def kernel_status(isa: str | None = None) -> dict[str, object]:
@@ -274,6 +287,10 @@ def kernel_status(isa: str | None = None) -> dict[str, object]:
 
     isa = requested_isa(isa)
     name = build_name(_SOURCE.read_bytes(), isa)
-    folder = Path(_get_build_directory(name, verbose=False))
+    try:
+        folder = Path(_get_build_directory(name, verbose=False))  # (torch creates the folder)
+    except OSError as exc:
+        return {"isa": isa, "name": name, "folder": f"unavailable: {exc}", "built": False, "loaded": isa in _ext,
+                "error": _error.get(isa), "compiler": may_be_available()}  # fmt: skip
     return {"isa": isa, "name": name, "folder": str(folder), "built": any(folder.glob(f"{name}*.so")),
             "loaded": isa in _ext, "error": _error.get(isa), "compiler": may_be_available()}  # fmt: skip

@@ -50,8 +50,9 @@ def column_descriptions(task, columns: list[str], meta: dict) -> dict:
                            "the events up to and including this time",
         "label": f"the true label where the data hold it ({task.positive_label or task.label_rule or task.name}); "
                  "empty for new stays",
-        "probability": f"probability of {task.positive_label or 'the positive class'}, calibrated on the validation "
-                       f"stays ({calibration}); use this one",
+        "probability": f"probability of {task.positive_label or 'the positive class'}, " + (
+            f"calibrated on the validation stays ({calibration}); use this one" if calibration != "none"
+            else "uncalibrated (the checkpoint has no calibration)"),
         "logit": "the model's raw output before calibration (log-odds); for ranking only",
         "alarm": "probability >= the decision threshold chosen on validation " + (
             f"({meta['decision'].get('metric', '')} {meta['decision']['threshold']:.4f})" if meta.get("decision") else ""),
@@ -63,7 +64,8 @@ def column_descriptions(task, columns: list[str], meta: dict) -> dict:
                          "given on the stay's last prediction time only (earlier rows read less of the stay)",
     }  # fmt: skip
     for k, c in enumerate(task.classes or ()):
-        known[f"p_{k}"] = f"probability of class {k} ({c}), calibrated on validation ({calibration}); rows sum to 1"
+        known[f"p_{k}"] = f"probability of class {k} ({c}), " + (
+            f"calibrated on validation ({calibration})" if calibration != "none" else "uncalibrated") + "; rows sum to 1"
     return {"task": task.name, "label_type": task.label_type,
             "columns": {c: known.get(c, "") for c in columns}}  # fmt: skip
 

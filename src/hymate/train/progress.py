@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 # Lightning's per-fit banners (lightning.pytorch.utilities.rank_zero, INFO level).
 _BANNERS = re.compile(
     r"^(GPU available|TPU available|HPU available|IPU available|💡 Tip|Loading `train_dataloader` to estimate"
-    r"|`Trainer.fit` stopped: `max_(epochs|steps)=|You are using a CUDA device|Restored all states from the checkpoint)"
+    r"|`Trainer.fit` stopped: `max_(epochs|steps)=|You are using a CUDA device)"
 )
 _LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.pytorch.accelerators.cuda")
 
@@ -50,7 +50,8 @@ def quiet_lightning() -> None:
 
 
 def is_terminal(stream=None) -> bool:
-    stream = stream or sys.stderr
+    """Whether `stream` (default: stdout, where Lightning's bar draws) is a terminal."""
+    stream = stream or sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
@@ -89,7 +90,7 @@ class ProgressLines(Callback):
         if loss is not None:
             self._loss_sum, self._loss_n = self._loss_sum + float(loss), self._loss_n + 1
         done, total = batch_idx + 1, self._steps(trainer)
-        every = self.every or max(1, total // 10)
+        every = self.every or (max(1, total // 10) if total else 100)
         if done % every or done == total:  # the epoch's own line follows its validation
             return
         elapsed = time.perf_counter() - self._epoch_start

@@ -23,6 +23,11 @@
 #ifndef HYMATE_SCAN_ISA_LEVEL
 #define HYMATE_SCAN_ISA_LEVEL 2
 #endif
+#if HYMATE_SCAN_ISA_LEVEL >= 2 && !defined(__AVX512F__)
+#error "HYMATE_SCAN_ISA_LEVEL 2 (AVX-512) asked for, but the compiler targets no AVX-512"
+#elif HYMATE_SCAN_ISA_LEVEL == 1 && !(defined(__AVX2__) && defined(__FMA__))
+#error "HYMATE_SCAN_ISA_LEVEL 1 (AVX2 + FMA) asked for, but the compiler targets no AVX2 + FMA"
+#endif
 #if defined(__AVX512F__) && HYMATE_SCAN_ISA_LEVEL >= 2
 #define HYMATE_SCAN_AVX512 1
 #elif defined(__AVX2__) && defined(__FMA__) && HYMATE_SCAN_ISA_LEVEL >= 1
@@ -163,7 +168,9 @@ inline Vec<float> reciprocal(Vec<float> a) {
   const __m512 r = _mm512_rcp14_ps(a.v);
   return {_mm512_fmadd_ps(r, _mm512_fnmadd_ps(a.v, r, _mm512_set1_ps(1.0f)), r)};
 }
-inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {_mm512_max_ps(a.v, b.v)}; }
+// max(a, b) with a NaN in `a` kept (x86 max returns its second operand when either is NaN): a
+// NaN delta must come out NaN, as in the reference, not become softplus(0)-like finite values.
+inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {_mm512_max_ps(b.v, a.v)}; }
 inline Vec<float> vabs(Vec<float> a) { return {_mm512_abs_ps(a.v)}; }
 inline float hsum(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
 inline Vec<float> select_nonneg(Vec<float> x, Vec<float> a, Vec<float> b) {
@@ -201,8 +208,9 @@ inline void transpose_block(const float* src, int64_t ss, float* dst, int64_t ds
 
 inline Vec<float> vexp(Vec<float> a) {
   // Clamp so that k stays finite; scalef then under/overflows to exactly 0 / inf.
-  const __m512 x = _mm512_min_ps(_mm512_max_ps(a.v, _mm512_set1_ps(-104.0f)),
-                                 _mm512_set1_ps(89.0f));
+  // Constants first: x86 min / max return the second operand for a NaN, which must pass.
+  const __m512 x = _mm512_min_ps(_mm512_set1_ps(89.0f),
+                                 _mm512_max_ps(_mm512_set1_ps(-104.0f), a.v));
   const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Hi), x);
@@ -245,8 +253,9 @@ inline __m256 reciprocal8(__m256 a) {
   return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(1.0f)), r);
 }
 inline Vec<float> reciprocal(Vec<float> a) { return {reciprocal8(a.lo), reciprocal8(a.hi)}; }
+// NaN in `a` kept, as on AVX-512.
 inline Vec<float> vmax(Vec<float> a, Vec<float> b) {
-  return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)};
+  return {_mm256_max_ps(b.lo, a.lo), _mm256_max_ps(b.hi, a.hi)};
 }
 inline Vec<float> vabs(Vec<float> a) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -292,9 +301,11 @@ inline void transpose_block(const float* src, int64_t ss, float* dst, int64_t ds
 }
 
 inline __m256 exp8(__m256 a) {
-  // Same reduction and polynomial as the AVX-512 path. Without scalef, 2^k is built in the
-  // exponent bits; the clamp keeps k in [-127, 127], and k = -127 gives exactly 0.
-  const __m256 x = _mm256_min_ps(_mm256_max_ps(a, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+  // The AVX-512 path's reduction and polynomial. Without scalef, 2^k is built in the exponent
+  // bits; the clamp keeps k in [-127, 127], and k = -127 gives exactly 0, so exp(x) is 0 below
+  // ~-87.7 (AVX-512 keeps denormals to ~-103) and 1.65e38 above 88 (inf there); the scan only
+  // takes exp of delta * A <= 0.
+  const __m256 x = _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-88.0f), a));  // NaN passes
   const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(kLn2Hi), x);
@@ -358,7 +369,7 @@ inline F16 select_ge(F16 a, F16 b, F16 x, F16 y) {
   return select_by4(a, b, x, y, [](F4 p, F4 q) { return p >= q; });
 }
 #endif
-inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {select_gt(a.v, b.v, a.v, b.v)}; }
+inline Vec<float> vmax(Vec<float> a, Vec<float> b) { return {select_gt(b.v, a.v, b.v, a.v)}; }  // NaN in a kept
 inline Vec<float> vabs(Vec<float> a) { return {(F16)((I16)a.v & 0x7fffffff)}; }
 inline float hsum(Vec<float> a) {
   float s = 0.0f;
