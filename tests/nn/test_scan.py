@@ -29,9 +29,7 @@ OPTIONS = [
 
 
 def scan(*args, backend: str, **kwargs):
-    """`selective_scan`, or the C++ kernel at one vector path for the ``cpp:<isa>`` backends."""
-    if backend.startswith("cpp:"):
-        return scan_cpu.selective_scan_cpp(*args, **kwargs, isa=backend.partition(":")[2])
+    """`selective_scan` through its public backend names (``cpp:<isa>``: one vector path)."""
     return selective_scan(*args, backend=backend, **kwargs)
 
 
@@ -164,6 +162,10 @@ def test_backend_errors():
         resolve_backend("cuda", cpu)
     with pytest.raises(ValueError, match="'cpp' needs CPU tensors"):
         resolve_backend("cpp", torch.device("meta"))
+    with pytest.raises(ValueError, match="'cpp:sse4': this CPU runs the paths"):
+        resolve_backend("cpp:sse4", cpu)
+    with pytest.raises(ValueError, match="'cpp:generic' needs CPU tensors"):
+        resolve_backend("cpp:generic", torch.device("meta"))
 
 
 def test_failed_build_falls_back_with_one_warning(monkeypatch):

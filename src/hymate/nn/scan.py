@@ -2,7 +2,8 @@
 
 Backends:
 - ``"reference"``: sequential loop in plain PyTorch (any device; the correctness oracle).
-- ``"cpp"``: fused C++/OpenMP CPU kernel with a hand-written backward, compiled on first use.
+- ``"cpp"``: fused C++/OpenMP CPU kernel with a hand-written backward, compiled on first use, at
+  the CPU's best vector path; ``"cpp:avx2"`` / ``"cpp:generic"`` (``"cpp:avx512"``) run one path.
 - ``"cuda"``: ``mamba_ssm``'s CUDA kernel, when it is importable and the tensors are on a GPU.
 
 ``backend="auto"`` (or the ``HYMATE_SCAN_BACKEND`` environment variable, which replaces "auto")
@@ -45,8 +46,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend that will run for tensors on ``device`` (explicit names are checked)."""
     if backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if backend.startswith("cpp:"):  # one vector path of the kernel
+        isa = backend.partition(":")[2]
+        if device.type != "cpu":
+            raise ValueError(f"scan backend {backend!r} needs CPU tensors, got device {device}")
+        if isa not in scan_cpu.ISAS or isa not in scan_cpu.cpu_isas():
+            raise ValueError(f"scan backend {backend!r}: this CPU runs the paths {', '.join(scan_cpu.cpu_isas())}")
+        if scan_cpu.load_extension(isa) is None:
+            raise RuntimeError(f"scan backend {backend!r} is unavailable: {scan_cpu.build_error(isa)}")
+        return backend
     if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"unknown scan backend {backend!r}; expected 'auto' or one of {BACKENDS}")
+        raise ValueError(f"unknown scan backend {backend!r}; expected 'auto', one of {BACKENDS} or 'cpp:<isa>'")
     if backend == "auto":
         if device.type == "cuda":
             return "cuda" if _mamba_ssm_importable() else "reference"
@@ -130,8 +140,8 @@ def selective_scan(
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u.device)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "cpp":
-        return scan_cpu.selective_scan_cpp(*args)
+    if name == "cpp" or name.startswith("cpp:"):
+        return scan_cpu.selective_scan_cpp(*args, isa=name.partition(":")[2] or None)
     if name == "cuda":
         return _selective_scan_cuda(*args)
     return selective_scan_reference(*args)
