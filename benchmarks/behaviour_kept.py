@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 from rich.console import Console
@@ -38,15 +37,9 @@ def committed(which: str) -> dict:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-                return f"{line.split(':', 1)[1].strip()} ({isa})"
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from hymate.nn.scan_cpu import cpu_isas, cpu_model
+
+    return f"{cpu_model()} ({ {'avx512': 'AVX-512', 'avx2': 'AVX2'}.get(cpu_isas()[0], 'no AVX2') })"
 
 
 def main() -> None:

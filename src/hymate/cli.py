@@ -609,7 +609,8 @@ def doctor(
         backend = f"cpp, {kernel['isa']} path (not built yet: builds on first use, ~1-2 min)"
     else:
         backend = "reference (pure PyTorch: no C++ compiler or ninja found; much slower)"
-    forced = os.environ.get("HYMATE_SCAN_BACKEND", "").strip().lower() not in ("", "auto") and os.environ["HYMATE_SCAN_BACKEND"]
+    forced = os.environ.get("HYMATE_SCAN_BACKEND", "").strip()
+    forced = forced if forced.lower() not in ("", "auto") else None
     root = resolve_data(data_dir, cache_dir)
     found = {}
     for name in READERS:

@@ -28,14 +28,9 @@ OPTIONS = [
 ]
 
 
-def scan(*args, backend: str, **kwargs):
-    """`selective_scan` through its public backend names (``cpp:<isa>``: one vector path)."""
-    return selective_scan(*args, backend=backend, **kwargs)
-
-
 def outputs_and_grads(inputs, backend, delta_softplus, dtype, device="cpu"):
     leaves = {k: None if v is None else v.to(device, dtype).requires_grad_() for k, v in inputs.items()}
-    out = scan(**leaves, delta_softplus=delta_softplus, backend=backend)
+    out = selective_scan(**leaves, delta_softplus=delta_softplus, backend=backend)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     present = [k for k in NAMES if leaves[k] is not None]
     grads = torch.autograd.grad(out, [leaves[k] for k in present], grad_out.to(device, dtype))
@@ -65,14 +60,14 @@ def test_gradcheck_float64(backend, softplus):
     leaves = [inputs[k].requires_grad_() for k in NAMES]
 
     def fn(*args):
-        return scan(*args, delta_softplus=softplus, backend=backend)
+        return selective_scan(*args, delta_softplus=softplus, backend=backend)
 
     assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-5)
 
 
 def test_last_state_matches_reference(backend):
     inputs = random_scan_inputs(2, 19, 45, 6)
-    out, last = scan(**inputs, return_last_state=True, backend=backend)
+    out, last = selective_scan(**inputs, return_last_state=True, backend=backend)
     ref_out, ref_last = selective_scan(
         **{k: v.double() for k, v in inputs.items()}, return_last_state=True, backend="reference"
     )
@@ -83,13 +78,13 @@ def test_last_state_matches_reference(backend):
 def test_right_padding_does_not_change_valid_outputs(backend):
     lengths = [23, 9, 1]
     inputs = random_scan_inputs(3, 18, 23, 16, seed=5)
-    out = scan(**inputs, backend=backend)
+    out = selective_scan(**inputs, backend=backend)
     for i, n in enumerate(lengths):
         alone = {k: v for k, v in inputs.items()}
         for k in ("u", "delta", "z", "B", "C"):
             alone[k] = inputs[k][i : i + 1, :, :n]
         # The padded tail of sequence i held other values; the valid prefix must not care.
-        out_alone = scan(**alone, backend=backend)
+        out_alone = selective_scan(**alone, backend=backend)
         torch.testing.assert_close(out[i : i + 1, :, :n], out_alone, rtol=1e-6, atol=1e-6)
 
 
@@ -98,8 +93,8 @@ def test_padding_values_do_not_leak(backend):
     garbage = {k: v.clone() if v is not None else None for k, v in inputs.items()}
     for k in ("u", "delta", "z", "B", "C"):
         garbage[k][:, :, 25:] = 1e3 * torch.randn_like(garbage[k][:, :, 25:])
-    out = scan(**inputs, backend=backend)
-    out_garbage = scan(**garbage, backend=backend)
+    out = selective_scan(**inputs, backend=backend)
+    out_garbage = selective_scan(**garbage, backend=backend)
     torch.testing.assert_close(out[..., :25], out_garbage[..., :25], rtol=0, atol=0)
 
 
@@ -130,7 +125,7 @@ def test_step_equals_scan(dtype):
 def test_bfloat16_runs_and_is_close_to_float32(backend):
     inputs = random_scan_inputs(2, 32, 50, 16, seed=8)
     bf16 = {k: v.bfloat16().requires_grad_() for k, v in inputs.items()}
-    out = scan(**bf16, backend=backend)
+    out = selective_scan(**bf16, backend=backend)
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert all(v.grad is not None and v.grad.dtype == torch.bfloat16 for v in bf16.values())
@@ -302,7 +297,7 @@ def test_nan_in_delta_propagates_as_in_the_reference(backend):
     inputs["delta"][0, 3, 10] = float("nan")
     inputs["delta"][1, 17, 0] = float("nan")
     with torch.no_grad():
-        out = scan(**inputs, delta_softplus=True, backend=backend)
+        out = selective_scan(**inputs, delta_softplus=True, backend=backend)
         ref = selective_scan(**{k: v.double() for k, v in inputs.items()}, delta_softplus=True, backend="reference")
     assert ref.isnan().any() and torch.equal(out.isnan(), ref.isnan())
     assert (out.isnan().sum(-1) > 0).sum() == 2  # only the two channels that read a NaN
