@@ -6,7 +6,8 @@ Batch 16, d_inner 128, d_state 16, float32, the Mamba block's call (D, z, delta_
 Rows: ``cpp`` (hymate's fused kernel at the CPU's best vector path), ``cpp:avx2`` /
 ``cpp:generic`` (the kernel at a lower path this CPU can also run), ``naive`` (hymate's sequential
 reference loop), ``mambapy`` (mamba.py's parallel pscan, optional: ``pip install mambapy``) and
-``floor``. Every row records the CPU model, core count and vector path (``cpu``, ``cores``,
+``floor``; ``cpp@REV`` / ``cpp:<path>@REV`` are the kernel's C++ source at git revision REV,
+built and run by today's code (`kernel_at.py`), for before/after rows in one run. Every row records the CPU model, core count and vector path (``cpu``, ``cores``,
 ``isa``); the default results file is named by the CPU's best path (``results/scan_avx2.json``),
 so figures from different machines are never read as one.
 
@@ -81,6 +82,11 @@ def mambapy_scan(u, delta, A, B, C, D, z, delta_bias):
 def scan_fn(backend: str):
     if backend == "mambapy":
         return mambapy_scan
+    backend, _, rev = backend.partition("@")
+    if rev:  # the kernel source of an earlier revision (benchmarks/kernel_at.py)
+        from kernel_at import use_kernel_at
+
+        use_kernel_at(rev)
     if backend.startswith("cpp:"):
         from hymate.nn.scan_cpu import selective_scan_cpp
 
@@ -191,8 +197,11 @@ def measure_floor_rates(threads: int) -> tuple[float, float]:
 def row_machine(backend: str) -> dict:
     from hymate.nn.scan_cpu import machine_info
 
+    backend, _, rev = backend.partition("@")
     isa = backend.partition(":")[2] or None
     info = machine_info(isa)
+    if rev:  # the path's name, and the kernel's revision
+        info["isa"] = f"{info['isa'].partition('@')[0]}@{rev}"
     return {**info, "isa": info["isa"] if backend.startswith("cpp") else None}
 
 
@@ -214,7 +223,7 @@ def floor_row(length: int, bw: float, exp_rate: float) -> dict:
 
 
 def estimated_gib(backend: str, length: int, do_bwd: bool) -> float:
-    return PEAK_BYTES_PER_ELEMENT[backend.partition(":")[0]][int(do_bwd)] * BATCH * DIM * NSTATE * length / 2**30
+    return PEAK_BYTES_PER_ELEMENT[backend.partition(":")[0].partition("@")[0]][int(do_bwd)] * BATCH * DIM * NSTATE * length / 2**30
 
 
 def available_gib() -> float:

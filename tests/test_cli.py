@@ -136,3 +136,21 @@ def test_help_shows_no_type_after_plain_flags():
         assert result.exit_code == 0
         flags = [line for line in result.output.splitlines() if "--quiet" in line or "--download" in line or "--resume" in line]
         assert flags and not [line for line in flags if "<bool>" in line], flags
+
+
+def test_quiet_and_verbose_mean_the_same_in_every_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYMATE_VERBOSE", "0")  # off; and restored after the test (--verbose sets it)
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    for command in commands:
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert "--verbose" in result.output, command
+        assert command == "doctor" or "--quiet" in result.output, command  # doctor shows no progress
+    missing = ["prepare", "physionet2012", "--data-dir", str(tmp_path / "none")]
+    both = runner.invoke(app, [*missing, "--quiet", "--verbose"])
+    assert both.exit_code == 2 and "--quiet and --verbose: choose one" in both.output
+    # --verbose: the same one line, then the traceback; and it reaches the library as HYMATE_VERBOSE
+    loud = runner.invoke(app, [*missing, "--verbose"])
+    assert loud.exit_code == 2 and "error:" in loud.output and "does not exist" in loud.output
+    assert "Traceback" in loud.output and __import__("os").environ.get("HYMATE_VERBOSE") == "1"
+    info = json.loads(runner.invoke(app, ["doctor", "--json", "--verbose"]).output)
+    assert "-march=native" in info["kernel_build_flags"]

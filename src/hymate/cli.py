@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hymate.errors import DataError, HymateError
+from hymate.output import VERBOSE_ENV
 
 app = typer.Typer(
     help="hymate: learn from electronic health records with HyMaTE (hybrid Mamba + Transformer).",
@@ -33,18 +35,28 @@ CacheDir = Annotated[
     typer.Option("--cache-dir", help="Cache for prepared data and splits (default: $HYMATE_CACHE or ~/.cache/hymate).", show_default=False),
 ]
 Download = Annotated[bool, typer.Option("--download", help="Fetch the official files from PhysioNet if absent.", metavar="")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", metavar="")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.", metavar="")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also show what is normally filtered: Lightning's banners, third-party warnings, the kernel's build log, and an error's traceback.", metavar="")]
 
 
 def friendly_errors(command):
-    """Show a HymateError as one clear line and exit 2, instead of a traceback."""
+    """Show a HymateError as one clear line and exit 2, instead of a traceback (with --verbose:
+    the line, then the traceback). --verbose is passed on as HYMATE_VERBOSE=1, so the library
+    and any run subprocess see it."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        verbose = kwargs.get("verbose", False)
         try:
+            if verbose and kwargs.get("quiet"):
+                raise HymateError("--quiet and --verbose: choose one")
+            if verbose:
+                os.environ[VERBOSE_ENV] = "1"
             return command(*args, **kwargs)
         except HymateError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            if verbose:
+                err_console.print_exception()
             raise typer.Exit(2) from None
 
     return wrapper
@@ -69,6 +81,7 @@ def prepare(
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test splits.")] = 0,
     splits_dir: Annotated[Path | None, typer.Option(help="Where split files go (default: <cache>/splits).")] = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Read a dataset's raw files into the event model, cache it, and write the split files of its tasks."""
     from hymate.data.store import cache_dir as resolve_cache
@@ -119,6 +132,7 @@ def describe(
     download: Download = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Print counts, labels, events per stay, variables and missingness of a task's view of a dataset."""
     import polars as pl
@@ -262,6 +276,7 @@ def train(
     cache_dir: CacheDir = None,
     download: Download = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train a model on a task, select on validation, and report test metrics with CIs (one folder per run)."""
     from hymate.data.store import cache_dir as resolve_cache
@@ -322,6 +337,7 @@ def benchmark(
     parallel: Annotated[int, typer.Option("--jobs", help="Runs at once, each with cores/jobs threads (two 1-thread runs did ~1.4x the work of one 2-thread run on a 2-core CPU).")] = 1,
     collect_only: Annotated[bool, typer.Option("--collect-only", help="Run nothing: tabulate the runs that have finished (e.g. while a grid is still running).", metavar="")] = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a grid of models x splits x seeds on any task (each run in its own process), skipping
     finished runs, and write the comparison table (Markdown, CSV, PNG)."""
@@ -422,6 +438,7 @@ def evaluate(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Re-evaluate a checkpoint of any task on its own split's test (or validation) stays and write a report."""
     import numpy as np
@@ -467,6 +484,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="Predictions file (.parquet or .csv); its columns are described in <out>.columns.json.")] = Path("predictions.parquet"),
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Score stays from a checkpoint alone: one row per prediction time of the checkpoint's task
     (one per stay at 48 h for P12, one per stay-hour for online sepsis), with calibrated predictions."""
@@ -505,6 +523,7 @@ def explain(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Why a prediction: per-stay or cohort variable importance (attention and Integrated
     Gradients), event timeline, channel-attention map; PNG figures and a self-contained HTML report.
@@ -578,10 +597,10 @@ def doctor(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the table.", metavar="")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """What hymate will run with here: versions, CPU and vector path, scan backend, threads, data
-    and cache locations. Builds and reads nothing."""
-    import os
+    and cache locations (with --verbose also the kernel's build flags). Builds and reads nothing."""
     import platform
     import sys
     from importlib.metadata import PackageNotFoundError, version
@@ -628,6 +647,8 @@ def doctor(
         "data_location": str(root), **{f"data: {k}": v for k, v in found.items()},
         "cache_location": str(resolve_cache(cache_dir)), "executable": sys.executable,
     }  # fmt: skip
+    if verbose and kernel["isa"] != "?":
+        info["kernel_build_flags"] = " ".join(scan_cpu.build_flags(kernel["isa"]))
     if as_json:
         typer.echo(json.dumps(info, indent=1))
         return

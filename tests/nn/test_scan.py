@@ -291,6 +291,32 @@ def test_build_name_follows_the_source_content_not_its_path():
     assert staged.read_bytes() == code and staged.parent.name == name
 
 
+def test_a_second_checkout_and_a_second_process_reuse_the_first_build(tmp_path):
+    """The real build, loaded from a process whose checkout lives elsewhere (another clone, another
+    working directory): no rebuild, no message, the same library file, untouched. Its name has no
+    path in it, and the source is staged into the build folder, so ninja sees the same command."""
+    import os
+    import subprocess
+    import sys
+
+    isa = scan_cpu.requested_isa()
+    if scan_cpu.load_extension(isa) is None:
+        pytest.skip(f"C++ scan extension unavailable: {scan_cpu.build_error(isa)}")
+    name, staged = scan_cpu._staged_source(isa)
+    library = next(staged.parent.glob(f"{name}*.so"))
+    before = library.stat().st_mtime_ns
+    elsewhere = tmp_path / "another-clone" / "csrc" / scan_cpu._SOURCE.name
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(scan_cpu._SOURCE.read_bytes())
+    code = ("from pathlib import Path; from hymate.nn import scan_cpu; "
+            f"scan_cpu._SOURCE = Path({str(elsewhere)!r}); print(scan_cpu.load_extension({isa!r}).__file__)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=os.environ)
+    assert done.returncode == 0, done.stderr
+    assert "building the CPU scan kernel" not in done.stderr and "kernel built in" not in done.stderr, done.stderr
+    assert Path(done.stdout.strip().splitlines()[-1]).resolve() == library.resolve()
+    assert library.stat().st_mtime_ns == before  # not relinked either
+
+
 def test_nan_in_delta_propagates_as_in_the_reference(backend):
     # x86 min / max return their second operand for a NaN: a NaN delta must not become finite.
     inputs = random_scan_inputs(2, 20, 40, 16, seed=21)

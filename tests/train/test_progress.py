@@ -51,3 +51,27 @@ def test_progress_lines_count_steps_and_estimate_what_is_left():
     assert got[0].endswith("mean loss 0.5000") and got[1].endswith("mean loss 1.5000")
     assert got[2].startswith("epoch 1/3 done in 0m00s") and got[2].endswith("val auroc 0.8125") and len(got) == 3
     assert clock(3725) == "1h02m05s" and clock(59.6) == "1m00s"
+
+
+def test_banners_are_dropped_by_message_and_kept_under_verbose(monkeypatch):
+    import logging
+
+    from hymate.train import progress
+
+    name = "lightning.pytorch.utilities.rank_zero"
+    logger = logging.getLogger(name)
+    monkeypatch.setattr(logger, "filters", [])
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None)
+
+    monkeypatch.setenv("HYMATE_VERBOSE", "1")
+    progress.quiet_lightning()
+    assert logger.filter(record("GPU available: False, used: False"))  # --verbose: nothing dropped
+    monkeypatch.delenv("HYMATE_VERBOSE")
+    progress.quiet_lightning()
+    progress.quiet_lightning()  # idempotent
+    assert logger.filters == [progress._FILTER]
+    assert not logger.filter(record("GPU available: False, used: False"))
+    assert not logger.filter(record("💡 Tip: For seamless cloud logging ..."))
+    assert logger.filter(record("Restoring states from the checkpoint path at x.ckpt"))  # other records pass

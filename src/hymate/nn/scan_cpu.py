@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from hymate.nn.scan_reference import compute_dtype
+from hymate.output import verbose
 
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan.cpp"
 ISA_ENV = "HYMATE_SCAN_ISA"
@@ -153,6 +154,7 @@ def load_extension(isa: str | None = None) -> ModuleType | None:
             extra_cflags=build_flags(isa),
             extra_ldflags=["-fopenmp"],
             build_directory=str(source.parent),
+            verbose=verbose(),  # --verbose: torch's build log (the compiler's commands and output)
         )
         if not built:
             print(f"hymate: CPU scan kernel built in {time.perf_counter() - started:.0f} s ({source.parent})",

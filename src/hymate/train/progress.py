@@ -8,7 +8,8 @@ stopping can only make it shorter) and the validation metrics.
 `quiet_lightning()` drops, by message, the lines Lightning prints on every `fit` that tell a user
 nothing about their run (accelerator availability, a logging-service advertisement, "Loading
 `train_dataloader` to estimate...", the stop reason our own lines already give) and one
-third-party deprecation warning; every other log record and warning passes.
+third-party deprecation warning; every other log record and warning passes. Under ``--verbose``
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 import warnings
 
 from lightning.pytorch.callbacks import Callback
+
+from hymate.output import verbose
 
 # Lightning's per-fit banners (lightning.pytorch.utilities.rank_zero, INFO level).
 _BANNERS = re.compile(
@@ -38,7 +41,9 @@ _FILTER = _DropBanners()
 
 
 def quiet_lightning() -> None:
-    """Idempotent; called before every Trainer is built."""
+    """Idempotent; called before every Trainer is built. A no-op under ``--verbose``."""
+    if verbose():
+        return
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
