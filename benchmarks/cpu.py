@@ -43,7 +43,15 @@ def measure(isa: str, policy: str, epochs: int, out: Path, shared: bool = False,
             before: str | None = None) -> dict:  # fmt: skip
     env = {**os.environ, "HYMATE_SCAN_ISA": isa, "OMP_NUM_THREADS": "2"}
     env.pop("OMP_WAIT_POLICY", None)
-    if policy != "default":
+    env.pop("GOMP_SPINCOUNT", None)
+    # "hymate": nothing set, what the CLI chooses (cli.py); "default": libgomp's own default, which
+    # spins 300,000 times before sleeping (GCC's documentation), set explicitly since the CLI
+    # would otherwise choose; "spin<N>": that policy with N spins.
+    if policy == "default":
+        env["GOMP_SPINCOUNT"] = "300000"
+    elif policy.startswith("spin"):
+        env["GOMP_SPINCOUNT"] = policy.removeprefix("spin")
+    elif policy != "hymate":
         env["OMP_WAIT_POLICY"] = policy.upper()
     folder = out / f"{isa}{'@' + before if before else ''}-{policy}-{'shared' if shared else 'alone'}"
     load = os.getloadavg()[0]
@@ -71,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--isas", default=",".join(cpu_isas()), help="vector paths (default: all this CPU runs)")
-    parser.add_argument("--wait-policies", default="default", help="OpenMP wait policies: default,passive,active")
+    parser.add_argument("--wait-policies", default="default", help="OpenMP wait policies: default (libgomp's), hymate (the CLI's choice), passive, active, spin<N> (GOMP_SPINCOUNT=N)")
     parser.add_argument("--stays", type=int, default=None, help="train / eval stays (smoke runs only)")
     parser.add_argument("--shared", action="store_true", help="also measure with one core taken by a busy loop")
     parser.add_argument("--before", default=None, help="git revision of the kernel to compare with, per path")

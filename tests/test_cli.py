@@ -154,3 +154,18 @@ def test_quiet_and_verbose_mean_the_same_in_every_command(tmp_path, monkeypatch)
     assert "Traceback" in loud.output and __import__("os").environ.get("HYMATE_VERBOSE") == "1"
     info = json.loads(runner.invoke(app, ["doctor", "--json", "--verbose"]).output)
     assert "-march=native" in info["kernel_build_flags"]
+
+
+def test_the_cli_bounds_openmp_spinning_unless_the_user_chose_a_policy():
+    import os
+
+    def doctor(**env) -> dict:
+        clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        out = subprocess.run([sys.executable, "-m", "hymate.cli", "doctor", "--json"], capture_output=True, text=True,
+                             env={**clean, **env}, check=True)  # fmt: skip
+        return json.loads(out.stdout)
+
+    assert doctor()["GOMP_SPINCOUNT"] == "1000"  # set before torch loads libgomp
+    chosen = doctor(OMP_WAIT_POLICY="ACTIVE")
+    assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and chosen["GOMP_SPINCOUNT"] == "unset"
+    assert doctor(GOMP_SPINCOUNT="50")["GOMP_SPINCOUNT"] == "50"

@@ -18,6 +18,14 @@ from rich.table import Table
 from hymate.errors import DataError, HymateError
 from hymate.output import VERBOSE_ENV
 
+# OpenMP's idle threads spin before they sleep: libgomp's default is 300,000 spins. On a shared
+# core (another process, a DataLoader worker) the spinning and the waiting for a descheduled thread
+# cost the P12 epoch 3.2x (43 -> 138 s, 2 cores, one taken by a busy loop); 1,000 spins cost 4 %
+# alone and 1.8x shared; PASSIVE 1.7x both ways (benchmarks/results/cpu_avx512*.json). Set before
+# torch (and its libgomp) loads, and only where the user chose no policy.
+if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & os.environ.keys():
+    os.environ["GOMP_SPINCOUNT"] = "1000"
+
 app = typer.Typer(
     help="hymate: learn from electronic health records with HyMaTE (hybrid Mamba + Transformer).",
     no_args_is_help=True,
@@ -643,7 +651,7 @@ def doctor(
         "cpu": scan_cpu.cpu_model(), "cores": os.cpu_count(), "vector_paths": list(scan_cpu.cpu_isas()),
         "scan_backend": f"{forced} (HYMATE_SCAN_BACKEND)" if forced else backend, "kernel_folder": kernel["folder"],
         "torch_threads": torch.get_num_threads(),
-        **{k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        **{k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "data_location": str(root), **{f"data: {k}": v for k, v in found.items()},
         "cache_location": str(resolve_cache(cache_dir)), "executable": sys.executable,
     }  # fmt: skip
