@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,8 +32,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Rich draws 80 columns where the output is not a terminal (a log file, CI): tables then cut their
+# headers ("proto…"); a log has no width to fit, so it gets 120 unless COLUMNS says otherwise.
+_LOG_WIDTH = None if os.environ.get("COLUMNS") else 120
+console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 DataDir = Annotated[
     Path | None,
@@ -112,7 +116,11 @@ def prepare(
     console.print(f"read from {escape(str(root))}; prepared data cached in {escape(str(resolve_cache(cache_dir) / 'prepared'))}")
     console.print(_exclusion_summary(report) + f" (`hymate describe {dataset}` shows the table)")
     out = splits_dir or resolve_cache(cache_dir) / "splits"
-    table = Table("task", "protocol", "split", "train", "val", "test", "sha256", title=f"split files in {out}")
+    table = Table("task", "protocol", "splits", "train", "val", "test", title=f"split files in {out} (stays per part)")
+
+    def sizes(values: list[int]) -> str:  # one number, or the range over the protocol's splits
+        return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
+
     for task in tasks_of(dataset):
         view = task.view(data)
         for reason, entry in view.report["task"].get("excluded_stays", {}).items():
@@ -125,8 +133,8 @@ def prepare(
                 continue
             for split in drawn:
                 split.save(out)
-                table.add_row(task.short, protocol, str(split.index), f"{len(split.train):,}", f"{len(split.val):,}",
-                              f"{len(split.test):,}", split.sha256[:16])  # fmt: skip
+            table.add_row(task.short, protocol, str(len(drawn)), *(sizes([len(getattr(d, part)) for d in drawn])
+                                                                   for part in ("train", "val", "test")))  # fmt: skip
     console.print(table)
 
 
@@ -177,7 +185,7 @@ def describe(
         groups = Table("group", "stays", "positives", "rate %", "events", title="by source group")
         for g in s["groups"]:
             rate = 100 * (g["positives"] or 0) / g["stays"]
-            groups.add_row(g["split_group"], f"{g['stays']:,}", f"{g['positives'] or 0:,}", f"{rate:.2f}", f"{g['events']:,}")
+            groups.add_row(g["split_group"], f"{g['stays']:,}", f"{int(g['positives'] or 0):,}", f"{rate:.2f}", f"{g['events']:,}")
         console.print(groups)
     pct = Table(*s["events_per_stay"].keys(), title="events per stay")
     pct.add_row(*(f"{v:,.0f}" for v in s["events_per_stay"].values()))

@@ -51,6 +51,10 @@ def test_progress_lines_count_steps_and_estimate_what_is_left():
     assert got[0].endswith("mean loss 0.5000") and got[1].endswith("mean loss 1.5000")
     assert got[2].startswith("epoch 1/3 done in 0m00s") and got[2].endswith("val auroc 0.8125") and len(got) == 3
     assert clock(3725) == "1h02m05s" and clock(59.6) == "1m00s"
+    # the selection score says what it is (the module's objective names it)
+    trainer.callback_metrics = {"val/auroc": 0.8, "val/ap": 0.4, "val/score": 1.2}
+    lines.on_train_epoch_end(trainer, SimpleNamespace(objective=SimpleNamespace(selection="auroc+ap")))
+    assert out.getvalue().splitlines()[-1].endswith("val ap 0.4000 auroc 0.8000 score (auroc+ap, what selects the epoch) 1.2000")
 
 
 def test_banners_are_dropped_by_message_and_kept_under_verbose(monkeypatch):
@@ -75,3 +79,19 @@ def test_banners_are_dropped_by_message_and_kept_under_verbose(monkeypatch):
     assert not logger.filter(record("GPU available: False, used: False"))
     assert not logger.filter(record("💡 Tip: For seamless cloud logging ..."))
     assert logger.filter(record("Restoring states from the checkpoint path at x.ckpt"))  # other records pass
+
+
+def test_the_scan_kernel_is_built_before_the_fit_for_models_with_mamba_blocks(monkeypatch):
+    # built inside the first step, its minute would count in the first epoch's time, steps/s and ETA
+    import torch
+
+    from hymate.nn import scan
+    from hymate.nn.mamba import MambaBlock, MambaConfig
+    from hymate.train import estimators
+
+    asked = []
+    monkeypatch.setattr(scan, "resolve_backend", lambda backend, device: asked.append((backend, device.type)))
+    estimators._build_scan_kernel(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    assert asked == []  # no Mamba block: nothing to build
+    estimators._build_scan_kernel(torch.nn.Sequential(MambaBlock(MambaConfig(d_model=8))))
+    assert asked == [("auto", "cpu")]

@@ -266,6 +266,7 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
     callbacks = [EarlyStopping("val/score", mode="max", patience=train.patience), best, clock]
     if train.ema_decay:
         callbacks.append(EMAWeights(train.ema_decay))  # best.ckpt then holds the averaged weights
+    _build_scan_kernel(module)
     bar = progress and is_terminal()  # a bar draws nothing in a log file: plain lines there
     if progress and not bar:
         callbacks.append(ProgressLines())
@@ -286,6 +287,16 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
+
+
+def _build_scan_kernel(module: torch.nn.Module) -> None:
+    """Build (or load) the CPU scan kernel before the fit, where it would otherwise build inside
+    the first step: the first epoch's time, steps/s and ETA would then count the build."""
+    from hymate.nn.mamba import MambaBlock
+    from hymate.nn.scan import resolve_backend
+
+    if any(isinstance(m, MambaBlock) for m in module.modules()):
+        resolve_backend("auto", torch.device("cpu"))
 
 
 def read_history_rows(folder: Path) -> list[dict]:

@@ -113,7 +113,10 @@ class ProgressLines(Callback):
         per_epoch = (now - self._fit_start) / self._epochs_done_here
         left = trainer.max_epochs - (trainer.current_epoch + 1)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        shown = " ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in sorted(metrics.items()))
+        selection = getattr(getattr(pl_module, "objective", None), "selection", None)
+        named = {"score": f"score ({selection}, what selects the epoch)"} if selection else {}
+        shown = " ".join(f"{named.get(k.removeprefix('val/'), k.removeprefix('val/'))} {v:.4f}"
+                         for k, v in sorted(metrics.items()))  # fmt: skip
         self._write(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} done in {clock(now - self._epoch_start)}"
             f" (run {clock(now - self._fit_start)}, at most {clock(left * per_epoch)} left): val {shown}"
