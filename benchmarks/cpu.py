@@ -102,7 +102,8 @@ def main() -> None:
     def base(row: dict) -> dict:  # the same path's before row, else the first row
         return next((b for b in rows if args.before and b["isa"] == f"{row['isa'].partition('@')[0]}@{args.before}"), first)
 
-    table = Table("scan path", "OMP wait", "core shared", "epoch s", "vs before" if args.before else "vs first", "peak MB", "AUROC", "load before",
+    # (the before rows run at libgomp's default policy: "vs before" compares policies too on other rows)
+    table = Table("scan path", "OMP wait", "core shared", "epoch s", "vs before (default wait)" if args.before else "vs first", "peak MB", "AUROC", "load before",
                   title=f"HyMaTE P12 training epoch, {first['cpu']}, {first['cores']} cores")  # fmt: skip
     for r in rows:
         table.add_row(r["isa"], r["omp_wait_policy"], "yes" if r["shared_core"] else "no", f"{r['epoch_s']:.1f}", f"{r['epoch_s'] / base(r)['epoch_s']:.2f}x",

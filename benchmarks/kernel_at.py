@@ -49,8 +49,9 @@ def use_kernel_at(rev: str) -> None:
 
 
 if __name__ == "__main__":
+    from hymate.cli import app  # first: it sets the OpenMP spin count before torch loads
+
     use_kernel_at(sys.argv[1])
-    from hymate.cli import app
 
     sys.argv = ["hymate", *sys.argv[2:]]
     app()

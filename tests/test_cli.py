@@ -148,11 +148,24 @@ def test_quiet_and_verbose_mean_the_same_in_every_command(tmp_path, monkeypatch)
     missing = ["prepare", "physionet2012", "--data-dir", str(tmp_path / "none")]
     both = runner.invoke(app, [*missing, "--quiet", "--verbose"])
     assert both.exit_code == 2 and "--quiet and --verbose: choose one" in both.output
-    # --verbose: the same one line, then the traceback; and it reaches the library as HYMATE_VERBOSE
+    # --verbose: the same one line, then the traceback; the library sees it during the command only
+    import hymate.data.store
+    from hymate.errors import HymateError
+    from hymate.output import verbose
+
+    seen = []
+
+    def failing_load(*args, **kwargs):
+        seen.append(verbose())
+        raise HymateError("no data here")
+
+    monkeypatch.setattr(hymate.data.store, "load_dataset", failing_load)
     loud = runner.invoke(app, [*missing, "--verbose"])
-    assert loud.exit_code == 2 and "error:" in loud.output and "does not exist" in loud.output
-    assert "Traceback" in loud.output and __import__("os").environ.get("HYMATE_VERBOSE") == "1"
-    info = json.loads(runner.invoke(app, ["doctor", "--json", "--verbose"]).output)
+    assert loud.exit_code == 2 and "error: no data here" in loud.output and "Traceback" in loud.output
+    assert seen == [True] and not verbose()  # restored after the command
+    plain = runner.invoke(app, missing)
+    assert seen == [True, False] and "Traceback" not in plain.output
+    info = json.loads(runner.invoke(app, ["doctor", "--json", "--verbose"]).stdout)
     assert "-march=native" in info["kernel_build_flags"]
 
 
@@ -165,7 +178,11 @@ def test_the_cli_bounds_openmp_spinning_unless_the_user_chose_a_policy():
                              env={**clean, **env}, check=True)  # fmt: skip
         return json.loads(out.stdout)
 
-    assert doctor()["GOMP_SPINCOUNT"] == "1000"  # set before torch loads libgomp
+    assert doctor()["GOMP_SPINCOUNT"] == "1000"
+    # ... and set before torch (with libgomp, which reads it once) is loaded
+    loaded = subprocess.run([sys.executable, "-c", "import sys, hymate.cli; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert loaded.stdout.strip() == "False"
     chosen = doctor(OMP_WAIT_POLICY="ACTIVE")
     assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and chosen["GOMP_SPINCOUNT"] == "unset"
     assert doctor(GOMP_SPINCOUNT="50")["GOMP_SPINCOUNT"] == "50"

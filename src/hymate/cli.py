@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hymate.errors import DataError, HymateError
-from hymate.output import VERBOSE_ENV
+from hymate.output import VERBOSE_ENV, verbose
 
 # OpenMP's idle threads spin before they sleep: libgomp's default is 300,000 spins. On a shared
 # core (another process, a DataLoader worker) the spinning and the waiting for a descheduled thread
@@ -35,8 +35,8 @@ app = typer.Typer(
 # Rich draws 80 columns where the output is not a terminal (a log file, CI): tables then cut their
 # headers ("proto…"); a log has no width to fit, so it gets 120 unless COLUMNS says otherwise.
 _LOG_WIDTH = None if os.environ.get("COLUMNS") else 120
-console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
+console = Console(width=None if getattr(sys.stdout, "isatty", lambda: False)() else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if getattr(sys.stderr, "isatty", lambda: False)() else _LOG_WIDTH)
 
 DataDir = Annotated[
     Path | None,
@@ -58,18 +58,24 @@ def friendly_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        verbose = kwargs.get("verbose", False)
+        if kwargs.get("verbose") and kwargs.get("quiet"):
+            raise typer.BadParameter("--quiet and --verbose: choose one")
+        before = os.environ.get(VERBOSE_ENV)
+        if kwargs.get("verbose"):
+            os.environ[VERBOSE_ENV] = "1"
+        loud = verbose()  # the flag, or HYMATE_VERBOSE from a parent (a `hymate benchmark` sub-run)
         try:
-            if verbose and kwargs.get("quiet"):
-                raise HymateError("--quiet and --verbose: choose one")
-            if verbose:
-                os.environ[VERBOSE_ENV] = "1"
             return command(*args, **kwargs)
         except HymateError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            if verbose:
+            if loud:
                 err_console.print_exception()
             raise typer.Exit(2) from None
+        finally:  # an in-process caller (a notebook, a test) does not stay verbose
+            if before is None:
+                os.environ.pop(VERBOSE_ENV, None)
+            else:
+                os.environ[VERBOSE_ENV] = before
 
     return wrapper
 
@@ -400,7 +406,8 @@ def benchmark(
                *model_flags]  # fmt: skip
         # LightGBM's OpenMP threads spin while they wait; on a shared machine that burns tens of
         # times the CPU of the fit itself, so tabular runs get passive waiting (set before start).
-        env = {"OMP_WAIT_POLICY": "passive"} if model in TABULAR else {}
+        # (GOMP_SPINCOUNT too: the one this process set would otherwise override PASSIVE in libgomp.)
+        env = {"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "0"} if model in TABULAR else {}
         runs.append(GridRun(f"{model} {protocol} split {split} seed {seed}", cmd, env))
     with Progress(console=console, disable=quiet or not todo) as bar:
         progress_task = bar.add_task("benchmark", total=len(todo))

@@ -10,4 +10,4 @@ VERBOSE_ENV = "HYMATE_VERBOSE"
 
 def verbose() -> bool:
     """True under ``--verbose`` (or ``HYMATE_VERBOSE=1``): show what is normally filtered."""
-    return os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0")
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")

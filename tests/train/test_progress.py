@@ -95,3 +95,5 @@ def test_the_scan_kernel_is_built_before_the_fit_for_models_with_mamba_blocks(mo
     assert asked == []  # no Mamba block: nothing to build
     estimators._build_scan_kernel(torch.nn.Sequential(MambaBlock(MambaConfig(d_model=8))))
     assert asked == [("auto", "cpu")]
+    estimators._build_scan_kernel(MambaBlock(MambaConfig(d_model=8, scan_backend="reference")))
+    assert asked[-1] == ("reference", "cpu")  # the block's own backend: no build for a reference model

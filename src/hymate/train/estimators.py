@@ -295,8 +295,8 @@ def _build_scan_kernel(module: torch.nn.Module) -> None:
     from hymate.nn.mamba import MambaBlock
     from hymate.nn.scan import resolve_backend
 
-    if any(isinstance(m, MambaBlock) for m in module.modules()):
-        resolve_backend("auto", torch.device("cpu"))
+    for backend in {m.config.scan_backend for m in module.modules() if isinstance(m, MambaBlock)}:
+        resolve_backend(backend, torch.device("cpu"))
 
 
 def read_history_rows(folder: Path) -> list[dict]:
