@@ -228,7 +228,7 @@ def parse_int_list(text: str) -> list[int]:
 
 # Options of `hymate train` that set TrainConfig fields; None means "the task's recipe, else TrainConfig's default".
 NEURAL_SETTINGS = ("max_epochs", "batch_size", "lr", "warmup_epochs", "patience", "ema_decay", "max_events",
-                   "train_hours_per_stay", "variable_dropout")  # fmt: skip
+                   "train_hours_per_stay", "variable_dropout", "regression_loss")  # fmt: skip
 
 
 def resolve_training(task, model: str, given: dict, model_options: dict):
@@ -255,6 +255,8 @@ def check_task_options(task, view, given: dict, config):
     """Options that depend on how many predictions a stay has; returns the config to train with."""
     from hymate.train.estimators import many_per_stay
 
+    if given.get("regression_loss") is not None and task.label_type != "regression":
+        raise HymateError(f"--regression-loss applies to regression tasks; {task.name} is {task.label_type}")
     many = many_per_stay(view) and task.lookback_hours is None
     if many and given.get("max_events") is not None:
         raise HymateError(f"--max-events caps samples with one prediction time; {task.name} scores every prediction "
@@ -289,6 +291,7 @@ def train(
     max_events: Annotated[int | None, typer.Option(help="Most recent events kept of a sample with one prediction time (default 880).")] = None,
     recompute_context: Annotated[bool | None, typer.Option("--recompute-context", help="Recompute the Mamba blocks in the backward pass: less memory for long stays, ~20 % more step time.", metavar="")] = None,
     train_hours_per_stay: Annotated[int | None, typer.Option(help="Tasks with many predictions per stay: train on every positive and up to N other prediction times per stay and step (0: all; default: the task's recipe, else all).")] = None,
+    regression_loss: Annotated[str | None, typer.Option(help="Regression tasks: the loss, huber, l1 (fits the median: what MAE rewards) or mse (default: the task's recipe, else huber).")] = None,
     query_time: Annotated[bool | None, typer.Option("--query-time/--no-query-time", help="HyMaTE also reads the prediction time (default: the task's choice).", metavar="")] = None,
     train_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of training stays (quick runs).")] = None,
     eval_stays: Annotated[int | None, typer.Option(min=1, help="Use a random subset of validation/test stays.")] = None,
@@ -309,7 +312,7 @@ def train(
     task = get_task(dataset, task_name)
     given = {"max_epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup_epochs": warmup_epochs, "patience": patience,
              "ema_decay": ema_decay, "max_events": max_events, "train_hours_per_stay": train_hours_per_stay,
-             "variable_dropout": variable_dropout}  # fmt: skip
+             "variable_dropout": variable_dropout, "regression_loss": regression_loss}  # fmt: skip
     options = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                "recompute_context": recompute_context, "query_time": query_time}  # fmt: skip
     config = resolve_training(task, model, given, options)  # checks the settings before any data are read

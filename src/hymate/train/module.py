@@ -3,7 +3,7 @@
 One module for every label type and every number of prediction times per sample: the model
 scores every prediction time of a batch (`score_times`), and the loss, the validation score and
 the logged metrics follow the task's label type (binary: BCE with a positive-class weight;
-multiclass: cross-entropy; regression: Huber on standardised targets).
+multiclass: cross-entropy; regression: Huber, L1 or MSE on standardised targets).
 
 With `TrainConfig.train_hours_per_stay = N`, a training step on a task with many prediction times
 per stay scores only a sample of each stay's times (`subsample_times`: for binary labels every
@@ -33,6 +33,8 @@ from hymate.data.samples import PredictionBatch, PredictionDataset, collate_samp
 from hymate.errors import HymateError
 from hymate.evaluate.scores import selection_score, uncalibrated
 
+REGRESSION_LOSSES = ("huber", "l1", "mse")
+
 
 @dataclass
 class TrainConfig:
@@ -52,6 +54,9 @@ class TrainConfig:
     # Tasks with many prediction times per stay: train on a sample of each stay's times per step
     # (see the module docstring; None: every time).
     train_hours_per_stay: int | None = None
+    # Regression: the loss on standardised targets. "huber" (delta 1) is robust to long stays; "l1"
+    # fits the conditional median, what an MAE-scored task asks for; "mse" the conditional mean.
+    regression_loss: str = "huber"
 
     def __post_init__(self) -> None:  # a bad setting fails here, with its name, not as a NaN loss epochs later
         problems = [f"{name} must be {rule}, got {value!r}" for name, value, ok, rule in (
@@ -64,6 +69,7 @@ class TrainConfig:
             ("max_events", self.max_events, self.max_events is None or self.max_events >= 1, ">= 1 (or None)"),
             ("train_hours_per_stay", self.train_hours_per_stay,
              self.train_hours_per_stay is None or self.train_hours_per_stay >= 1, ">= 1 (or None: all)"),
+            ("regression_loss", self.regression_loss, self.regression_loss in REGRESSION_LOSSES, f"one of {', '.join(REGRESSION_LOSSES)}"),
         ) if not ok]  # fmt: skip
         if problems:
             raise HymateError("training settings: " + "; ".join(problems))
@@ -193,7 +199,13 @@ class OutcomeModule(L.LightningModule):
             losses = F.cross_entropy(out, labels.long(), reduction="none")
         else:
             target = (labels - self.objective.target_mean) / self.objective.target_sd
-            losses = F.huber_loss(out[:, 0], target, reduction="none", delta=1.0)
+            loss = self.config.regression_loss
+            if loss == "l1":
+                losses = F.l1_loss(out[:, 0], target, reduction="none")
+            elif loss == "mse":
+                losses = F.mse_loss(out[:, 0], target, reduction="none")
+            else:
+                losses = F.huber_loss(out[:, 0], target, reduction="none", delta=1.0)
         if weight is None:
             return losses.mean()
         return (losses * weight).sum() / weight.sum()

@@ -52,6 +52,10 @@ def quiet_lightning() -> None:
     # logging-interval hint is about Lightning's step logging, which hymate does not use.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # A resumed run writes into its own folders: the CSV logger's old rows are read before the fit
+    # and put back after it (estimators.fit_and_select), and last.ckpt is what it resumes from.
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def is_terminal(stream=None) -> bool:
