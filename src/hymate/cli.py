@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hymate.errors import DataError, HymateError
-from hymate.output import VERBOSE_ENV, verbose
+from hymate.output import VERBOSE_ENV, is_terminal, verbose
 
 # OpenMP's idle threads spin before they sleep: libgomp's default is 300,000 spins. On a shared
 # core (another process, a DataLoader worker) the spinning and the waiting for a descheduled thread
@@ -35,8 +35,8 @@ app = typer.Typer(
 # Rich draws 80 columns where the output is not a terminal (a log file, CI): tables then cut their
 # headers ("proto…"); a log has no width to fit, so it gets 120 unless COLUMNS says otherwise.
 _LOG_WIDTH = None if os.environ.get("COLUMNS") else 120
-console = Console(width=None if getattr(sys.stdout, "isatty", lambda: False)() else _LOG_WIDTH)
-err_console = Console(stderr=True, width=None if getattr(sys.stderr, "isatty", lambda: False)() else _LOG_WIDTH)
+console = Console(width=None if is_terminal(sys.stdout) else _LOG_WIDTH)
+err_console = Console(stderr=True, width=None if is_terminal(sys.stderr) else _LOG_WIDTH)
 
 DataDir = Annotated[
     Path | None,

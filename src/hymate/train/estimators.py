@@ -40,6 +40,7 @@ from hymate.models.registry import ARCHITECTURES, TABULAR, VARIANTS, build_model
 from hymate.models.running_features import RunningSpec
 from hymate.models.summary_features import SummarySpec
 from hymate.models.tabular import TabularModel, fit_tabular
+from hymate.output import is_terminal
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.module import (
@@ -51,7 +52,7 @@ from hymate.train.module import (
     make_loader,
     predict_raw,
 )
-from hymate.train.progress import ProgressLines, is_terminal, quiet_lightning
+from hymate.train.progress import ProgressLines, quiet_lightning
 
 
 @dataclass

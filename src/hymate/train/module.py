@@ -15,6 +15,7 @@ the cost. Validation and test score every prediction time.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -33,7 +34,8 @@ from hymate.data.samples import PredictionBatch, PredictionDataset, collate_samp
 from hymate.errors import HymateError
 from hymate.evaluate.scores import selection_score, uncalibrated
 
-REGRESSION_LOSSES = ("huber", "l1", "mse")
+# The regression losses by name (TrainConfig.regression_loss), on standardised targets.
+REGRESSION_LOSSES = {"huber": functools.partial(F.huber_loss, delta=1.0), "l1": F.l1_loss, "mse": F.mse_loss}
 
 
 @dataclass
@@ -199,13 +201,7 @@ class OutcomeModule(L.LightningModule):
             losses = F.cross_entropy(out, labels.long(), reduction="none")
         else:
             target = (labels - self.objective.target_mean) / self.objective.target_sd
-            loss = self.config.regression_loss
-            if loss == "l1":
-                losses = F.l1_loss(out[:, 0], target, reduction="none")
-            elif loss == "mse":
-                losses = F.mse_loss(out[:, 0], target, reduction="none")
-            else:
-                losses = F.huber_loss(out[:, 0], target, reduction="none", delta=1.0)
+            losses = REGRESSION_LOSSES[self.config.regression_loss](out[:, 0], target, reduction="none")
         if weight is None:
             return losses.mean()
         return (losses * weight).sum() / weight.sum()

@@ -58,12 +58,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-def is_terminal(stream=None) -> bool:
-    """Whether `stream` (default: stdout, where Lightning's bar draws) is a terminal."""
-    stream = stream or sys.stdout
-    return bool(getattr(stream, "isatty", lambda: False)())
-
-
 def clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
