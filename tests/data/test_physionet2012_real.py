@@ -41,6 +41,18 @@ def test_every_line_is_accounted_for(p12):
     assert acc["events"] == p12.events.height
 
 
+def test_the_plausibility_table_drops_only_impossible_lab_values(p12):
+    # Issue 21's table (hymate.data.plausible) adds ranges for the labs; on the real data it drops
+    # 7 values, each impossible: K 15.6-22.9 mmol/L, Mg 22.4-37.5 mg/dL, WBC 12,500 K/uL.
+    skipped = {k: v["count"] for k, v in p12.report["skipped_lines"].items()}
+    assert skipped["implausible K measurement (outside 0..15 mmol/L)"] == 3
+    assert skipped["implausible Mg measurement (outside 0..22 mg/dL)"] == 3
+    assert skipped["implausible WBC measurement (outside 0..1100 K/uL)"] == 1
+    for lab in ("ALT", "AST", "ALP", "Bilirubin", "Platelets", "TroponinT"):  # widened: real extremes kept
+        assert not any(k.startswith(f"implausible {lab} ") for k in skipped), lab
+    assert p12.events.height == 5_205_660
+
+
 def _hand_parse(text: str) -> tuple[dict, list[tuple[float, str, float]]]:
     """An obviously-correct, line-by-line reading of one record file with the documented rules."""
     statics, events, seen = {}, [], set()

@@ -123,8 +123,8 @@ def test_implausible_values_are_dropped_and_counted(tmp_path):
     write_p19(tmp_path, overrides={FIRST: psv(rows)})
     data = read_folder(tmp_path)
     skipped = data.report["skipped_values"]
-    assert skipped["implausible FiO2 (outside (0.1, 1.0))"]["count"] == 1
-    assert skipped["implausible Temp (outside (15, 46))"]["examples"] == [
+    assert skipped["implausible FiO2 (outside 0.1..1 fraction)"]["count"] == 1
+    assert skipped["implausible Temp (outside 15..46 degC)"]["examples"] == [
         "training_setA/p000001.psv line 4: Temp = 50.0"
     ]
     assert data.report["value_accounting"]["implausible_dropped"] == 2

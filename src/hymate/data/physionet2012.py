@@ -19,15 +19,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 from rich.progress import Progress
 
+from hymate.data.plausible import ranges_for, span
 from hymate.data.schema import EventData
-from hymate.data.sources import Source
+from hymate.data.sources import Source, decode_text
 from hymate.errors import DataError, DataNotFoundError
 
 NAME = "physionet2012"
-READER_VERSION = 2  # bump when parsing changes, so cached preparations are rebuilt
+READER_VERSION = 3  # bump when parsing changes, so cached preparations are rebuilt
 WINDOW_HOURS = 48.0
 SETS = ("a", "b", "c")
 
@@ -49,20 +51,14 @@ OUTCOME_COLUMNS = ("RecordID", "SAPS-I", "SOFA", "Length_of_stay", "Survival", "
 OUTCOME_VALUES = {"SAPS-I": "saps_i", "SOFA": "sofa", "Length_of_stay": "length_of_stay", "Survival": "survival"}
 UNKNOWN_OUTCOME = -1
 
-# Hard physiological limits. A value outside is a recording error (e.g. Temp -17.8, a 0 degF
-# conversion; pH 735 for 7.35) and is dropped and counted, not learned from.
-PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
-    "HR": (1, 300), "Temp": (15, 46), "pH": (6.0, 8.5), "RespRate": (0, 120),
-    "SysABP": (1, 350), "DiasABP": (1, 300), "MAP": (1, 300),
-    "NISysABP": (1, 350), "NIDiasABP": (1, 300), "NIMAP": (1, 300),
-    "SaO2": (1, 100), "FiO2": (0.1, 1.0), "GCS": (3, 15), "Weight": (1, 400), "Height": (50, 250),
-    "Age": (0, 130), "Gender": (0, 1), "ICUType": (1, 4), "Urine": (0, 20000),
-}  # fmt: skip
+# Plausibility ranges (hymate.data.plausible: one table, with sources). A value outside is a
+# recording error (Temp -17.8, a 0 degF conversion; pH 735 for 7.35) and is dropped and counted.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = ranges_for((*TIME_SERIES_VARIABLES, *DESCRIPTORS))
 MISSING_SENTINEL = -1.0
 
 _RECORD_RE = re.compile(r"(?:^|/)set-([abc])/([^/]+)\.txt$")
 _OUTCOME_RE = re.compile(r"(?:^|/)Outcomes-([abc])\.txt$")
-_HEADER = b"Time,Parameter,Value"
+_HEADER = "Time,Parameter,Value"
 _EXAMPLES = 5
 
 
@@ -96,11 +92,15 @@ def read(source: Source, progress: bool = True, require_labels: bool = True) -> 
 # Pass 1: gather bytes and tag every line with its record index.
 # --------------------------------------------------------------------------------------
 def _collect(source: Source, progress: bool) -> _RawRecords:
+    """Each file is decoded on its own (UTF-8, BOM stripped) and split into lines in Python, so a
+    bad byte names its file and offset, and no byte of the data can act as a separator."""
     paths: list[str] = []
     groups: list[str] = []
-    chunks: list[bytes] = []
+    texts: list[str] = []
+    counts: list[int] = []
     outcomes: dict[str, bytes] = {}
     bad_headers: list[str] = []
+    not_text: list[str] = []
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("reading PhysioNet 2012 files", total=12_003)
         for path, data in source.iter_files(wanted):
@@ -112,33 +112,30 @@ def _collect(source: Source, progress: bool) -> _RawRecords:
                 continue
             m = _RECORD_RE.search(path)
             short = f"set-{m.group(1)}/{m.group(2)}.txt"
-            data = data.replace(b"\r\n", b"\n")
-            head, _, body = data.partition(b"\n")
+            text, problem = decode_text(data)
+            if problem:
+                not_text.append(f"{short}: {problem}")
+                continue
+            head, _, body = text.partition("\n")
             if head.strip() != _HEADER:
                 bad_headers.append(short)
                 continue
-            rec = len(paths)
+            lines = body.rstrip("\n").split("\n") if body.strip("\n") else []
             paths.append(short)
             groups.append(m.group(1))
-            body = body.rstrip(b"\n")
-            if body:
-                prefix = b"%d\x02" % rec
-                chunks.append(prefix + body.replace(b"\n", b"\n" + prefix) + b"\n")
-    buffer = b"".join(chunks)
-    if buffer:
-        text = pl.read_csv(
-            buffer, has_header=False, separator="\x01", quote_char=None,
-            schema={"raw": pl.String},
-        )  # fmt: skip
-        lines = text.select(
-            pl.col("raw").str.splitn("\x02", 2).struct.rename_fields(["rec", "text"])
-        ).unnest("raw")
-        lines = lines.with_columns(pl.col("rec").cast(pl.Int32)).with_columns(
-            (pl.int_range(pl.len()).over("rec") + 2).cast(pl.Int32).alias("line")
-        )
-    else:
-        lines = pl.DataFrame(schema={"rec": pl.Int32, "text": pl.String, "line": pl.Int32})
-    return _RawRecords(paths, groups, lines, outcomes, bad_headers)
+            texts += lines
+            counts.append(len(lines))
+    if not_text:
+        shown = "\n  * ".join(not_text[:10])
+        more = f"\n  ... and {len(not_text) - 10} more" if len(not_text) > 10 else ""
+        raise DataError(f"{len(not_text)} PhysioNet 2012 record file(s) under {source.root} are not text; "
+                        f"nothing was prepared:\n  * {shown}{more}")  # fmt: skip
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    rec = np.repeat(np.arange(len(paths), dtype=np.int32), counts_arr)
+    starts = np.repeat(np.cumsum(counts_arr) - counts_arr, counts_arr)
+    line = (np.arange(len(rec)) - starts + 2).astype(np.int32)  # the header is line 1
+    frame = pl.DataFrame({"rec": rec, "text": pl.Series(texts, dtype=pl.String), "line": line})
+    return _RawRecords(paths, groups, frame, outcomes, bad_headers)
 
 
 # --------------------------------------------------------------------------------------
@@ -158,10 +155,14 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
         entry["examples"] += [f"{p} line {ln}: {t!r}" for p, ln, t in ex.select("rec", "line", "text").iter_rows()]
         entry["examples"] = entry["examples"][:_EXAMPLES]
 
-    parts = raw.lines.with_columns(
+    # A control character (NUL, ESC, a lone CR ...) is no part of a record's text: its line is
+    # skipped whole, so nothing of it reaches a variable name, a message or a terminal.
+    control = pl.col("text").str.contains(r"[\x00-\x08\x0b-\x1f\x7f]")
+    skip("control character in line", raw.lines.filter(control))
+    parts = raw.lines.filter(~control).with_columns(
         pl.col("text").str.splitn(",", 3).struct.rename_fields(["t", "parameter", "v"]).alias("f")
     ).unnest("f")
-    hhmm = pl.col("t").str.strip_chars().str.extract_groups(r"^(\d{1,3}):(\d{2})$")
+    hhmm = pl.col("t").str.strip_chars().str.extract_groups(r"^(\d{1,3}):([0-5]\d)$")
     parts = parts.with_columns(
         (hhmm.struct.field("1").cast(pl.Float64) + hhmm.struct.field("2").cast(pl.Float64) / 60.0).alias("time"),
         pl.col("parameter").str.strip_chars(),
@@ -171,7 +172,7 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
     skip("malformed line (expected Time,Parameter,Value)", parts.filter(malformed))
     parts = parts.filter(~malformed)
     bad_time = pl.col("time").is_null()
-    skip("unparseable time (expected HH:MM)", parts.filter(bad_time))
+    skip("unparseable time (expected HH:MM, minutes 00-59)", parts.filter(bad_time))
     parts = parts.filter(~bad_time)
     bad_value = pl.col("value").is_null() | pl.col("value").is_nan() | pl.col("value").is_infinite()
     skip("non-numeric, NaN or infinite value", parts.filter(bad_value & (pl.col("parameter") != "RecordID")))
@@ -258,6 +259,16 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
         excluded["no time series"] = sorted(empty.get_column("stay_id").to_list())
     stays = stays.filter(pl.col("n_events") > 0)
 
+    if require_labels and raw.outcomes:
+        # A set whose Outcomes file is missing would be cached unlabelled and fail later, far from
+        # the cause; say it now.
+        counts_per_set = pl.Series(raw.groups).value_counts()
+        for group, n in counts_per_set.iter_rows():
+            if group not in raw.outcomes:
+                raise DataError(
+                    f"set-{group}/ holds {n:,} records but Outcomes-{group}.txt is missing under {source.root}: "
+                    f"its labels come from that file (add it, or remove set-{group}/)"
+                )
     outcomes = _read_outcomes(raw.outcomes, source, require_labels)
     outcome_sets = sorted(raw.outcomes)
     in_labelled_sets = pl.col("split_group").is_in(outcome_sets)
@@ -272,7 +283,9 @@ def _parse(raw: _RawRecords, source: Source, require_labels: bool) -> EventData:
         .select("stay_id", pl.lit(WINDOW_HOURS).alias("prediction_time"), "label")
         .sort("stay_id")
     )
-    orphan = outcomes.join(records.select("stay_id"), on="stay_id", how="anti")
+    # Outcomes rows whose RecordID has no record file at all (a record excluded above is counted there).
+    file_ids = stems.select(pl.col("stem").cast(pl.Int64, strict=False).alias("stay_id")).drop_nulls()
+    orphan = outcomes.join(file_ids, on="stay_id", how="anti")
 
     keep = stays.get_column("stay_id")
     events_before = events.height
@@ -317,7 +330,7 @@ def _drop_implausible(frame: pl.DataFrame, skip, kind: str) -> pl.DataFrame:
         ((pl.col("value") < pl.col("_lo")) | (pl.col("value") > pl.col("_hi"))).fill_null(False).alias("_bad")
     )
     for name, rows in flagged.filter(pl.col("_bad")).group_by("parameter", maintain_order=True):
-        skip(f"implausible {name[0]} {kind} (outside {PLAUSIBLE_RANGES[name[0]]})", rows)
+        skip(f"implausible {name[0]} {kind} ({span(name[0])})", rows)
     return flagged.filter(~pl.col("_bad")).drop("_bad", "_lo", "_hi")
 
 
@@ -350,8 +363,11 @@ def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> p
         )
     frames = []
     for group, data in sorted(files.items()):
+        decoded, problem = decode_text(data)
+        if problem:
+            raise DataError(f"Outcomes-{group}.txt under {source.root} is {problem}")
         try:
-            text = pl.read_csv(data, infer_schema=False)
+            text = pl.read_csv(decoded.encode(), infer_schema=False, quote_char=None)
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"Outcomes-{group}.txt is not a readable CSV: {exc}") from None
         missing = [c for c in ("RecordID", "In-hospital_death") if c not in text.columns]
@@ -387,5 +403,10 @@ def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> p
     outcomes = pl.concat(frames)
     dupes = outcomes.filter(pl.col("stay_id").is_duplicated())
     if dupes.height:
-        raise DataError(f"RecordIDs listed twice in Outcomes files: {dupes.get_column('stay_id').to_list()[:10]}")
+        where = dupes.group_by("stay_id", maintain_order=True).agg(pl.col("split_group")).head(10)
+        shown = "; ".join(
+            f"RecordID {rid} in " + ", ".join(f"Outcomes-{g}.txt" for g in sets) for rid, sets in where.iter_rows()
+        )
+        raise DataError(f"{dupes.get_column('stay_id').n_unique():,} RecordIDs are listed more than once in the "
+                        f"Outcomes files under {source.root}: {shown}")  # fmt: skip
     return outcomes

@@ -42,12 +42,13 @@ import numpy as np
 import polars as pl
 from rich.progress import Progress
 
+from hymate.data.plausible import ranges_for, span
 from hymate.data.schema import EventData
-from hymate.data.sources import Source
+from hymate.data.sources import Source, decode_text
 from hymate.errors import DataError, DataNotFoundError
 
 NAME = "physionet2019"
-READER_VERSION = 2  # bump when parsing changes, so cached preparations are rebuilt
+READER_VERSION = 3  # bump when parsing changes, so cached preparations are rebuilt
 WINDOW_HOURS = None  # every hour of a stay is kept (no observation window)
 N_FILES = 40_336  # in the public training set (progress bar total only)
 
@@ -65,13 +66,10 @@ BINARY_STATICS = ("Gender", "Unit1", "Unit2")  # must be 0 or 1 (or NaN)
 # SepsisLabel turns 1 six hours before the clinical onset time t_sepsis (Reyna et al. 2020).
 LABEL_LEAD_HOURS = 6
 
-# Hard physiological limits (the PhysioNet 2012 reader's, for the variables both share). A value
-# outside is a recording error (FiO2 4000 or -50, Temp 50 degC) and is dropped and counted.
-PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
-    "HR": (1, 300), "Temp": (15, 46), "pH": (6.0, 8.5), "Resp": (0, 120),
-    "SBP": (1, 350), "DBP": (1, 300), "MAP": (1, 300), "O2Sat": (1, 100), "SaO2": (1, 100),
-    "FiO2": (0.1, 1.0), "Age": (0, 130),
-}  # fmt: skip
+# Plausibility ranges (hymate.data.plausible: one table, with sources) for the time-varying
+# variables and the numeric statics. A value outside is a recording error (FiO2 4000 or -50,
+# Temp 50 degC, K 27.5) and is dropped and counted.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = ranges_for((*TIME_SERIES_VARIABLES, "Age", "HospAdmTime"))
 
 _FILE_RE = re.compile(r"(?:^|/)training_set([A-Za-z])/p(\d+)\.psv$")
 _EXAMPLES = 5
@@ -163,9 +161,13 @@ def _collect(source: Source, progress: bool, require_labels: bool) -> _RawFiles:
                 ignored.append(path)
                 continue
             short = f"training_set{m.group(1)}/p{m.group(2)}.psv"
-            data = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")  # a UTF-8 BOM, CRLF lines
+            text, problem = decode_text(data)  # per file: UTF-8, a BOM dropped, CRLF lines
+            if problem:
+                problems.add("not UTF-8 text", 1, [f"{short}: {problem}"])
+                continue
+            data = text.encode()
             head, _, body = data.partition(b"\n")
-            header = tuple(name.strip() for name in head.decode("utf-8", "replace").strip().split("|"))
+            header = tuple(name.strip() for name in head.decode().strip().split("|"))
             if not data.strip():
                 problems.add("empty file (expected a header line and hourly rows)", 1, [short])
                 continue
@@ -250,7 +252,7 @@ def _parse(raw: _RawFiles, source: Source, require_labels: bool) -> EventData:
         elif col in PLAUSIBLE_RANGES:
             lo, hi = PLAUSIBLE_RANGES[col]
             bad = pl.col(col).is_not_null() & ~pl.col(col).is_between(lo, hi)
-            reason = f"implausible {col} static (outside {PLAUSIBLE_RANGES[col]}; set missing)"
+            reason = f"implausible {col} static ({span(col)}; set missing)"
         else:
             continue
         flagged = statics.filter(bad)
@@ -282,7 +284,7 @@ def _parse(raw: _RawFiles, source: Source, require_labels: bool) -> EventData:
         if bad.any():
             at = np.flatnonzero(bad)
             ex = [f"{raw.files[rec[i]]} line {line[i]}: {name} = {float(values[i, j])!r}" for i in at[:_EXAMPLES]]
-            skipped.add(f"implausible {name} (outside {PLAUSIBLE_RANGES[name]})", len(at), ex)
+            skipped.add(f"implausible {name} ({span(name)})", len(at), ex)
             observed[:, j] &= ~bad
             n_implausible += len(at)
     row, col = np.nonzero(observed)

@@ -3,6 +3,13 @@
 PhysioNet ships its challenges as folders of small text files, packed in different ways
 (one archive of everything, one archive per set, or extracted). A `Source` hides that: it
 lists the relative paths of every file and reads them in one pass, so readers never care.
+
+It reads only what a data folder should hold: regular files (a FIFO would block forever, a
+device never ends), symbolic links only when they resolve inside the data folder (a link to
+another file of the machine would leak its content into error messages), and no file or archive
+member larger than MAX_FILE_BYTES (a stay's file is kilobytes; the whole P19 archive is 42 MB of
+members). Anything else is a `DataError` naming the path. Bytes become text per file with
+`decode_text`: UTF-8, a byte-order mark stripped, a clear problem naming the byte otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +25,19 @@ from pathlib import Path
 from hymate.errors import DataError, DataNotFoundError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+MAX_FILE_BYTES = 64 * 2**20  # per file or archive member (archives themselves are streamed)
+_BOM = b"\xef\xbb\xbf"
+
+
+def decode_text(data: bytes) -> tuple[str | None, str | None]:
+    """(text, None) for UTF-8 bytes (a leading BOM dropped, CRLF turned into LF), else
+    (None, problem) with the byte offset and value of the first byte that is not UTF-8."""
+    try:
+        text = data.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (len(_BOM) if data.startswith(_BOM) else 0)
+        return None, f"not UTF-8 text: byte {offset} is 0x{data[offset]:02x} (save the file as UTF-8)"
+    return text.replace("\r\n", "\n"), None
 
 
 def is_archive(path: Path) -> bool:
@@ -41,26 +61,28 @@ class Source:
             if not is_archive(self.root):
                 raise DataError(f"{self.root} is a file but not a .tar.gz/.tgz/.tar archive")
             return [self.root]
-        return sorted(p for p in self.root.iterdir() if is_archive(p))
+        return [p for p in self._files() if is_archive(p)]
 
-    def fingerprint(self) -> str:
-        """sha256 over every input file's bytes (archives hashed whole), in a stable order.
+    def _files(self) -> list[Path]:
+        """Every regular file under a root folder, sorted; links only within the folder."""
+        return sorted(_walk_files(self.root)) if self.root.is_dir() else []
 
-        Used as the cache key, so a changed input is never served from a stale cache.
-        """
+    def fingerprint(self, wanted=None) -> str:
+        """sha256 over the input files' bytes (archives hashed whole, streamed), in a stable order;
+        with `wanted`, only the loose files a reader would read (a README beside them does not
+        change the key). Used as the cache key, so a changed input is never served stale."""
         h = hashlib.sha256()
-        for name, data in self._raw_blobs_for_hash():
-            h.update(name.encode())
-            h.update(hashlib.sha256(data).digest())
-        return h.hexdigest()
-
-    def _raw_blobs_for_hash(self) -> Iterator[tuple[str, bytes]]:
         for archive in self._containers():
-            yield archive.name, archive.read_bytes()
-        if self.root.is_dir():
-            for path in sorted(_walk_files(self.root)):
-                if not is_archive(path):
-                    yield str(path.relative_to(self.root)), path.read_bytes()
+            with open(archive, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").digest()
+            h.update(archive.name.encode())
+            h.update(digest)
+        for path in self._files():
+            rel = path.relative_to(self.root).as_posix()
+            if not is_archive(path) and (wanted is None or wanted(rel)):
+                h.update(rel.encode())
+                h.update(hashlib.sha256(_read_regular(path)).digest())
+        return h.hexdigest()
 
     # --- reading -----------------------------------------------------------------------
     def iter_files(self, wanted) -> Iterator[tuple[str, bytes]]:
@@ -71,17 +93,47 @@ class Source:
         """
         for archive in self._containers():
             yield from _iter_archive(archive, wanted)
-        if self.root.is_dir():
-            for path in sorted(_walk_files(self.root)):
-                rel = path.relative_to(self.root).as_posix()
-                if not is_archive(path) and wanted(rel):
-                    yield rel, path.read_bytes()
+        for path in self._files():
+            rel = path.relative_to(self.root).as_posix()
+            if not is_archive(path) and wanted(rel):
+                yield rel, _read_regular(path)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
-    for dirpath, _dirnames, filenames in os.walk(root):
+    """Regular files under `root`. A link is followed only if its target lies inside `root`;
+    anything that is not a regular file (FIFO, socket, device, a link out) is refused by name."""
+    inside = root.resolve()
+    for dirpath, _dirnames, filenames in os.walk(root):  # os.walk does not descend into linked folders
         for name in filenames:
-            yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(inside):
+                    raise DataError(f"{path} is a link to {_shown(target)}, outside the data folder {root}; "
+                                    "copy the file into the folder instead")  # fmt: skip
+            if not path.exists():
+                raise DataError(f"{path} is a broken link")
+            if not path.is_file():
+                raise DataError(f"{path} is not a regular file (a FIFO, socket or device); remove it from the data folder")
+            yield path
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _shown(path: Path) -> str:
+    return str(path) if len(str(path)) < 120 else str(path)[:117] + "..."
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file, refusing one over the size cap before reading it (archives
+    are streamed: their cap applies per member)."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES and not is_archive(path):
+        raise DataError(f"{path} is {_size(size)}, over the {_size(MAX_FILE_BYTES)} a data file may have "
+                        "(a stay's file is kilobytes); is it the right folder?")  # fmt: skip
+    return path.read_bytes()
 
 
 def _iter_archive(archive: Path, wanted) -> Iterator[tuple[str, bytes]]:
@@ -89,6 +141,9 @@ def _iter_archive(archive: Path, wanted) -> Iterator[tuple[str, bytes]]:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar:
                 if member.isfile() and wanted(member.name):
+                    if member.size > MAX_FILE_BYTES:
+                        raise DataError(f"{archive}: member {member.name} is {_size(member.size)}, over the "
+                                        f"{_size(MAX_FILE_BYTES)} a data file may have")  # fmt: skip
                     handle = tar.extractfile(member)
                     if handle is None:  # pragma: no cover - isfile() members always extract
                         continue
