@@ -21,8 +21,8 @@ def test_prepare_writes_split_files_and_describe_summarises(tmp_path):
     assert result.exit_code == 0, result.output
     assert "60 records read -> 60 stays" in result.output
     out = " ".join(result.output.split())  # rich wraps long lines
-    assert f"read from {tmp_path / 'raw'}" in out and "left out: 0 stays, 0 lines, 0 values" in out
-    assert "excluded and skipped" not in out  # the table is describe's
+    assert f"read from {tmp_path / 'raw'}" in out and "left out: nothing" in out
+    assert "left out (every count" not in out  # no table when nothing was left out
     again = runner.invoke(app, ["prepare", "physionet2012", *args, "--download"])
     assert again.exit_code == 0 and f"physionet2012 is already in {tmp_path / 'raw'}; nothing downloaded" in " ".join(
         again.output.split())  # fmt: skip
@@ -186,3 +186,22 @@ def test_the_cli_bounds_openmp_spinning_unless_the_user_chose_a_policy():
     chosen = doctor(OMP_WAIT_POLICY="ACTIVE")
     assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and chosen["GOMP_SPINCOUNT"] == "unset"
     assert doctor(GOMP_SPINCOUNT="50")["GOMP_SPINCOUNT"] == "50"
+
+
+def test_an_unexpected_exception_is_one_line_and_a_pointer_to_debug(tmp_path, monkeypatch):
+    import hymate.data.store
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setattr(hymate.data.store, "load_dataset", broken)
+    args = ["prepare", "physionet2012", "--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "error: unexpected ZeroDivisionError: division by zero" in result.output
+    assert "--debug" in result.output and "Traceback" not in result.output and "second line" not in result.output
+    loud = runner.invoke(app, [*args, "--debug"])
+    assert loud.exit_code == 1 and "Traceback" in loud.output and "broken" in loud.output
+    # typer's own usage errors keep their meaning (exit 2, its message)
+    usage = runner.invoke(app, ["prepare"])
+    assert usage.exit_code == 2 and "unexpected" not in usage.output

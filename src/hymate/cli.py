@@ -15,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from hymate.data.losses import summary as losses_summary
 from hymate.errors import DataError, HymateError
 from hymate.output import VERBOSE_ENV, is_terminal, verbose
 
@@ -35,8 +37,10 @@ app = typer.Typer(
 # Rich draws 80 columns where the output is not a terminal (a log file, CI): tables then cut their
 # headers ("proto…"); a log has no width to fit, so it gets 120 unless COLUMNS says otherwise.
 _LOG_WIDTH = None if os.environ.get("COLUMNS") else 120
-console = Console(width=None if is_terminal(sys.stdout) else _LOG_WIDTH)
-err_console = Console(stderr=True, width=None if is_terminal(sys.stderr) else _LOG_WIDTH)
+# No emoji codes: text from the data (a variable named ':x:') is printed as written. Text from the
+# data or from an error never goes through markup unescaped (`escape`, or `Text` cells in tables).
+console = Console(width=None if is_terminal(sys.stdout) else _LOG_WIDTH, emoji=False)
+err_console = Console(stderr=True, width=None if is_terminal(sys.stderr) else _LOG_WIDTH, emoji=False)
 
 DataDir = Annotated[
     Path | None,
@@ -48,13 +52,14 @@ CacheDir = Annotated[
 ]
 Download = Annotated[bool, typer.Option("--download", help="Fetch the official files from PhysioNet if absent.", metavar="")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.", metavar="")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Also show what is normally filtered: Lightning's banners, third-party warnings, the kernel's build log, and an error's traceback.", metavar="")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", "--debug", help="Also show what is normally filtered: Lightning's banners, third-party warnings, the kernel's build log, and an error's traceback.", metavar="")]
 
 
 def friendly_errors(command):
     """Show a HymateError as one clear line and exit 2, instead of a traceback (with --verbose:
-    the line, then the traceback). --verbose is passed on as HYMATE_VERBOSE=1, so the library
-    and any run subprocess see it."""
+    the line, then the traceback). Any other exception is a bug, not the user's input: one line
+    naming it, a pointer to --debug for the traceback, exit 1. --verbose is passed on as
+    HYMATE_VERBOSE=1, so the library and any run subprocess see it."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -67,10 +72,21 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except HymateError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             if loud:
                 err_console.print_exception()
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise  # typer's own exits and usage errors, and Ctrl-C, keep their meaning
+        except Exception as exc:
+            where = f"{type(exc).__name__}: {exc}".splitlines()[0][:300] if str(exc) else type(exc).__name__
+            err_console.print(f"[bold red]error:[/] unexpected {escape(where)}", highlight=False, soft_wrap=True)
+            if loud:
+                err_console.print_exception()
+            else:
+                err_console.print("this is a bug in hymate or an input it does not yet check; run the command again "
+                                  "with --debug for the traceback, and report it", highlight=False)  # fmt: skip
+            raise typer.Exit(1) from None
         finally:  # an in-process caller (a notebook, a test) does not stay verbose
             if before is None:
                 os.environ.pop(VERBOSE_ENV, None)
@@ -120,7 +136,8 @@ def prepare(
         f"{data.events.height:,} events, {data.labels.height:,} label rows ({elapsed:.1f} s)"
     )
     console.print(f"read from {escape(str(root))}; prepared data cached in {escape(str(resolve_cache(cache_dir) / 'prepared'))}")
-    console.print(_exclusion_summary(report) + f" (`hymate describe {dataset}` shows the table)")
+    console.print(losses_summary(report), highlight=False)
+    _print_exclusions(report)
     out = splits_dir or resolve_cache(cache_dir) / "splits"
     table = Table("task", "protocol", "splits", "train", "val", "test", title=f"split files in {out} (stays per part)")
 
@@ -130,7 +147,8 @@ def prepare(
     for task in tasks_of(dataset):
         view = task.view(data)
         for reason, entry in view.report["task"].get("excluded_stays", {}).items():
-            console.print(f"{task.short}: {entry['count']:,} stays left out ({reason})")
+            if entry["count"]:
+                console.print(f"{task.short}: {entry['count']:,} stays left out ({escape(reason)})")
         for protocol in task.protocols:
             try:
                 drawn = make_splits(view, task, protocol, seed)
@@ -186,7 +204,7 @@ def describe(
     else:
         console.print(f"label: mean {y.mean():.3f}, median {y.median():.3f}, min {y.min():.3f}, max {y.max():.3f}")
     for reason, entry in s["task"]["excluded_stays"].items():
-        console.print(f"left out: {entry['count']:,} stays ({reason})")
+        console.print(f"left out: {entry['count']:,} stays ({escape(reason)})")
     if task.label_type == "binary":
         groups = Table("group", "stays", "positives", "rate %", "events", title="by source group")
         for g in s["groups"]:
@@ -199,7 +217,7 @@ def describe(
     variables = Table("variable", "events", "stays observed", "missing (stays) %", "p5", "median", "p95",
                       title=f"{len(s['variables'])} variables")  # fmt: skip
     for v in s["variables"]:
-        variables.add_row(v["variable"], f"{v['events']:,}", f"{v['stays_observed']:,}",
+        variables.add_row(Text(v["variable"]), f"{v['events']:,}", f"{v['stays_observed']:,}",
                           f"{100 * v['missing_stays_frac']:.1f}", f"{v['p5']:.4g}", f"{v['median']:.4g}", f"{v['p95']:.4g}")  # fmt: skip
     console.print(variables)
     statics = Table("static", "missing %", title="statics")
@@ -686,25 +704,16 @@ def doctor(
     console.print(table)
 
 
-def _exclusion_summary(report: dict) -> str:
-    """One line: how much preparation left out (the table is `describe`'s)."""
-    stays = sum(e["count"] for e in report.get("excluded_stays", {}).values())
-    lines = sum(e["count"] for e in report.get("skipped_lines", {}).values())
-    values = sum(e["count"] for e in report.get("skipped_values", {}).values())
-    return f"left out: {stays:,} stays, {lines:,} lines, {values:,} values"
-
-
 def _print_exclusions(report: dict) -> None:
-    excluded = report.get("excluded_stays", {})
-    skipped = {"lines": report.get("skipped_lines", {}), "values": report.get("skipped_values", {})}
-    if not excluded and not any(skipped.values()):
+    """The table of every loss `report` counts (hymate.data.losses); data text shown as written."""
+    from hymate.data.losses import losses
+
+    rows = losses(report)
+    if not rows:
         return
-    table = Table("what", "reason", "count", "examples", title="excluded and skipped (nothing is dropped silently)")
-    for reason, entry in excluded.items():
-        table.add_row("stays", reason, f"{entry['count']:,}", ", ".join(map(str, entry["ids"][:5])))
-    for what, entries in skipped.items():
-        for reason, entry in entries.items():
-            table.add_row(what, reason, f"{entry['count']:,}", entry["examples"][0] if entry["examples"] else "")
+    table = Table("what", "reason", "count", "examples", title="left out (every count in report.json; nothing is dropped silently)")
+    for loss in rows:
+        table.add_row(Text(loss.kind), Text(loss.reason), f"{loss.count:,}", Text(loss.example))
     console.print(table)
 
 

@@ -387,11 +387,13 @@ def _read_outcomes(files: dict[str, bytes], source: Source, required: bool) -> p
             pl.lit(group).alias("split_group"),
             *(pl.col(c).cast(pl.Int64, strict=False).alias(name) for c, name in OUTCOME_VALUES.items()),
         )
-        bad = frame.filter(pl.col("stay_id").is_null() | ~pl.col("raw_label").is_in(["0", "1"]))
-        if bad.height:
+        bad_rows = frame.get_column("stay_id").is_null() | ~frame.get_column("raw_label").is_in(["0", "1"])
+        if bad_rows.any():
+            shown = text.filter(bad_rows).head(3).select("RecordID", "In-hospital_death").rows()  # as typed
+            examples = ", ".join(f"RecordID {r!r} In-hospital_death {d!r}" for r, d in shown)
             raise DataError(
-                f"Outcomes-{group}.txt has {bad.height} rows with a non-integer RecordID or an "
-                f"In-hospital_death other than 0/1, e.g. {bad.head(3).select('stay_id', 'raw_label', 'split_group').rows()}"
+                f"Outcomes-{group}.txt has {int(bad_rows.sum())} rows with a non-integer RecordID or an "
+                f"In-hospital_death other than 0/1 ({examples})"
             )
         for c, name in OUTCOME_VALUES.items():
             bad = text.filter(pl.col(c).is_not_null() & frame.get_column(name).is_null())
