@@ -21,7 +21,6 @@ from filelock import FileLock, Timeout
 
 from hymate.errors import HymateError
 
-
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
 
