@@ -109,3 +109,14 @@ def test_two_trains_on_one_run_take_turns_and_the_second_reuses_the_first(real_d
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"] == [report["row"]]  # both processes report the one run
     assert _leftovers(out) == []
+
+
+def test_staged_stay_files_are_copies_not_links(tmp_path):
+    from hymate.data.store import stage_stay_files
+
+    write_p12(tmp_path / "raw")
+    stay = tmp_path / "raw" / "set-b" / "201000.txt"
+    staged = stage_stay_files("physionet2012", stay, tmp_path / "staged") / "set-a" / stay.name
+    assert not staged.is_symlink() and staged.read_text() == stay.read_text()
+    stay.write_text("edited after staging")
+    assert staged.read_text() != stay.read_text()  # the staged layout does not change with the user's file
