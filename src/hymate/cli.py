@@ -230,7 +230,12 @@ def describe(
         console.print(f"summary written to {json_out}")
 
 
-def parse_int_list(text: str) -> list[int]:
+SEED_LIMIT = 2**32  # seeds numpy and Lightning accept: 0 to 2**32 - 1
+
+
+def parse_int_list(text: str, option: str | None = None, limit: int = SEED_LIMIT) -> list[int]:
+    """`option`'s list ('0,1,2') or range ('0-4') of indices in [0, limit): a selection that is
+    empty, reversed, or reaches outside is a usage error naming the option, before any work."""
     try:
         if "-" in text and "," not in text:
             lo, hi = (int(x) for x in text.split("-"))
@@ -238,10 +243,20 @@ def parse_int_list(text: str) -> list[int]:
         else:
             values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected a list such as '0,1,2' or a range such as '0-4', got {text!r}") from None
+        raise typer.BadParameter(f"expected a list such as '0,1,2' or a range such as '0-4', got {text!r}",
+                                 param_hint=option) from None  # fmt: skip
     if not values:
-        raise typer.BadParameter(f"{text!r} selects nothing (a range goes up: '0-4')")
-    return values
+        raise typer.BadParameter(f"{text!r} selects nothing (a range goes up: '0-4')", param_hint=option)
+    outside = sorted({v for v in values if not 0 <= v < limit})
+    if outside:
+        raise typer.BadParameter(f"{text!r} selects {', '.join(map(str, outside))}: {option or 'it'} takes 0 to {limit - 1}", param_hint=option)
+    return list(dict.fromkeys(values))
+
+
+def _n_splits(protocol: str) -> int:
+    from hymate.tasks.splits import PROTOCOLS
+
+    return PROTOCOLS[protocol].n_splits
 
 
 # Options of `hymate train` that set TrainConfig fields; None means "the task's recipe, else TrainConfig's default".
@@ -334,15 +349,16 @@ def train(
     options = {"d_model": d_model, "n_mamba_layers": mamba_layers, "n_channel_layers": channel_layers,
                "recompute_context": recompute_context, "query_time": query_time}  # fmt: skip
     config = resolve_training(task, model, given, options)  # checks the settings before any data are read
-    seed_list = parse_int_list(seeds)
+    seed_list = parse_int_list(seeds, "--seeds")
     protocol = protocol or task.protocols[0]
     if protocol not in task.protocols:
         raise HymateError(f"--protocol {protocol}: task {task.name} does not use it; its protocols: {', '.join(task.protocols)}")
+    split_list = None if splits is None else parse_int_list(splits, "--splits", _n_splits(protocol))
     view = _view(task, data_dir, cache_dir, download, not quiet)
     config = check_task_options(task, view, given, config)
     chosen = load_or_make_splits(view, task, protocol, split_seed, resolve_cache(cache_dir) / "splits")
     if splits is not None:
-        wanted = set(parse_int_list(splits))
+        wanted = set(split_list)
         unknown = sorted(wanted - {s.index for s in chosen})
         if unknown:
             raise HymateError(f"--splits {splits}: the {protocol} protocol has splits {', '.join(str(s.index) for s in chosen)}")
@@ -405,8 +421,8 @@ def benchmark(
     if epochs is not None and all(m in TABULAR for m in names):
         raise HymateError("--epochs sets training of neural models; the grid has only tabular ones")
     n_splits = PROTOCOLS[protocol].n_splits
-    seed_list = parse_int_list(seeds) if seeds else ([0, 1, 2, 3, 4] if n_splits == 1 else [0])
-    split_list = parse_int_list(splits) if splits else list(range(n_splits))
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else ([0, 1, 2, 3, 4] if n_splits == 1 else [0])
+    split_list = parse_int_list(splits, "--splits", n_splits) if splits is not None else list(range(n_splits))
     jobs = [(m, k, s) for m in names for k in split_list for s in seed_list]
     passthrough = []
     for flag, value in (("--epochs", epochs), ("--train-stays", train_stays), ("--eval-stays", eval_stays),

@@ -21,11 +21,47 @@ from filelock import FileLock, Timeout
 
 from hymate.errors import HymateError
 
+TMP_SUFFIX = ".tmp"
+OLD_SUFFIX = ".old"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def _tmp_name(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
+    os.chmod(name, 0o666 & ~_umask())  # mkstemp's 0600 would make every kept file private
     return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def is_leftover(path: Path) -> bool:
+    """A temporary file or folder of these writers (`.<name>.<random>.tmp` / `.old`)."""
+    return path.name.startswith(".") and path.name.endswith((TMP_SUFFIX, OLD_SUFFIX))
+
+
+def remove_leftovers(folder: Path | str, name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders a killed writer left in `folder` (of target `name`
+    only, if given); returns them. Call it holding the target's lock: a live writer's temporary
+    is not a leftover."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if is_leftover(p) and (name is None or p.name.startswith(f".{name}."))]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
 
 
 @contextlib.contextmanager
@@ -37,6 +73,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     tmp = _tmp_name(target)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -47,8 +84,6 @@ def write_atomic(target: Path | str, data: str | bytes) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -58,11 +93,15 @@ def atomic_folder(target: Path | str) -> Iterator[Path]:
     a partial one."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                _fsync(path)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=OLD_SUFFIX, dir=target.parent))
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

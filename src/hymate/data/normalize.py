@@ -18,6 +18,7 @@ import polars as pl
 
 from hymate.data.schema import EventData
 from hymate.errors import DataError
+from hymate.io import write_atomic
 
 CLIP_QUANTILES = (0.001, 0.999)
 
@@ -166,7 +167,7 @@ class Normalizer:
         return cls(**raw)
 
     def save(self, path: Path) -> None:
-        path.write_text(self.to_json())
+        write_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> Normalizer:

@@ -29,6 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from hymate.errors import DataError
+from hymate.io import write_atomic
 
 EVENT_SCHEMA = {"stay_id": pl.Int64, "time": pl.Float64, "variable": pl.String, "value": pl.Float64}
 LABEL_SCHEMA = {"stay_id": pl.Int64, "prediction_time": pl.Float64, "label": pl.Boolean}
@@ -71,10 +72,12 @@ class EventData:
 
     # --- persistence ------------------------------------------------------------------
     def save(self, folder: Path) -> None:
+        """Write the tables, then report.json (whose presence `load` requires) atomically; to replace a
+        folder as a whole (the cache does), save into `hymate.io.atomic_folder`."""
         folder.mkdir(parents=True, exist_ok=True)
         for table in ("events", "statics", "labels", "stays"):
             getattr(self, table).write_parquet(folder / f"{table}.parquet", statistics=False)
-        (folder / "report.json").write_text(json.dumps({"name": self.name, **self.report}, indent=2))
+        write_atomic(folder / "report.json", json.dumps({"name": self.name, **self.report}, indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> EventData:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +22,7 @@ from hymate.data.download import download_physionet2012
 from hymate.data.schema import EventData
 from hymate.data.sources import Source, is_archive
 from hymate.errors import DataError, DataNotFoundError
+from hymate.io import atomic_folder, exclusive, remove_leftovers
 
 DATA_ENV = "HYMATE_DATA"
 CACHE_ENV = "HYMATE_CACHE"
@@ -112,26 +112,38 @@ def load_dataset(
         ).encode()
     ).hexdigest()  # fmt: skip
     folder = cache_dir(cache) / "prepared" / f"{dataset}-{key[:16]}"
-    if folder.exists() and not force:
-        try:
-            return EventData.load(folder)
-        except (DataError, OSError, ValueError, pl.exceptions.PolarsError):
-            shutil.rmtree(folder, ignore_errors=True)  # a broken cache entry is rebuilt, not trusted
-    prepared = reader.read(source, progress=progress, require_labels=require_labels)
-    prepared.report["cache_key"] = key
-    _save_atomically(prepared, folder)
+    if not force and (cached := _load_cached(folder)) is not None:
+        return cached
+    # One preparation per cache entry: a second process waits here, then loads the first one's result.
+    with exclusive(cache_dir(cache) / "locks" / f"{folder.name}.lock", f"the {dataset} cache entry {folder}"):
+        _remove_leftovers(folder)
+        if not force and (cached := _load_cached(folder)) is not None:
+            return cached
+        shutil.rmtree(folder, ignore_errors=True)  # a broken entry is rebuilt, not trusted
+        prepared = reader.read(source, progress=progress, require_labels=require_labels)
+        prepared.report["cache_key"] = key
+        with atomic_folder(folder) as tmp:
+            prepared.save(tmp)
     return prepared
 
 
-def _save_atomically(prepared: EventData, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+def _load_cached(folder: Path) -> EventData | None:
+    """The cache entry at `folder`, or None if there is none or it does not load. Entries appear by
+    a rename of a complete folder (`atomic_folder`), so one that fails to load was damaged later."""
+    if not folder.is_dir():
+        return None
     try:
-        prepared.save(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return EventData.load(folder)
+    except (DataError, OSError, ValueError, pl.exceptions.PolarsError):
+        return None
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """The temporary folders a killed preparation of `folder` left (hymate.io's, and the
+    `<entry>.<random>` ones of versions before it). Called holding the entry's lock."""
+    remove_leftovers(folder.parent, folder.name)
+    for old in folder.parent.glob(f"{folder.name}.*"):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # Stay files a user may bring to `predict` outside the official layout: one stay's file pattern,
@@ -143,7 +155,7 @@ _STAY_FILES = {
 
 
 def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
-    """A single stay file, or a flat folder of them, linked into the official layout under `into`
+    """A single stay file, or a flat folder of them, copied into the official layout under `into`
     (returned); None when `path` is a data location already (or holds no stay files: then the
     usual data-location message explains what is expected)."""
     _check_name(dataset)
@@ -161,8 +173,8 @@ def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
         return None
     target = Path(into) / folder
     target.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        (target / f.name).symlink_to(f.resolve())
+    for f in files:  # copies, not links: the staged layout does not change with (or break on) the user's files
+        shutil.copyfile(f, target / f.name)
     return Path(into)
 
 

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from hymate.errors import HymateError  # noqa: E402
+from hymate.io import atomic_path, write_atomic  # noqa: E402
 
 TABLE_METRICS = ("auroc", "ap", "auprc_trapz", "min_re_pr", "ece")  # binary
 METRICS_BY_TYPE = {"binary": TABLE_METRICS, "multiclass": ("accuracy", "macro_auroc", "macro_f1", "ece"),
@@ -134,7 +135,8 @@ def bar_chart(lines: list[dict], path: Path, title: str, metrics: tuple[str, ...
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 
@@ -145,9 +147,9 @@ def write_comparison(rows: list[dict], models: list[str], folder: Path, title: s
     folder.mkdir(parents=True, exist_ok=True)
     metrics = table_metrics(rows)
     lines = summarise(rows, models, metrics)
-    (folder / "table.md").write_text(markdown(lines, title, metrics))
-    pl.DataFrame(lines).write_csv(folder / "table.csv")
+    write_atomic(folder / "table.md", markdown(lines, title, metrics))
+    write_atomic(folder / "table.csv", pl.DataFrame(lines).write_csv())
     keep = ("task", "model", "protocol", "seed", "split", *metrics, "params", "epochs", "epoch_s", "wall_s", "threads", "peak_mb")
-    pl.DataFrame([{k: r.get(k) for k in keep} for r in rows], infer_schema_length=None).write_csv(folder / "runs.csv")
+    write_atomic(folder / "runs.csv", pl.DataFrame([{k: r.get(k) for k in keep} for r in rows], infer_schema_length=None).write_csv())
     bar_chart(lines, folder / "table.png", title, metrics)
     return lines

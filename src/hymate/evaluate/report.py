@@ -20,6 +20,7 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
 
 from hymate.evaluate.metrics import METRICS_BY_TYPE  # noqa: E402
+from hymate.io import atomic_path, write_atomic  # noqa: E402
 
 METRIC_LABELS = {
     "auroc": "AUROC", "ap": "AUPRC (average precision)", "auprc_trapz": "AUPRC (trapezoidal)",
@@ -59,10 +60,11 @@ def meaning_lines(keys) -> list[str]:
 
 def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: dict, ci: dict, info: dict,
                  history: pl.DataFrame | None = None) -> None:  # fmt: skip
-    """`frame`: the test predictions (`train.run.prediction_frame`); `metrics` / `ci` on its labelled rows."""
+    """`frame`: the test predictions (`train.run.prediction_frame`); `metrics` / `ci` on its labelled rows.
+    Each file is written atomically, metrics.json last: its presence marks a complete report."""
     folder.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(folder / "predictions.parquet")
-    (folder / "metrics.json").write_text(json.dumps({"metrics": metrics, "ci95": ci, **info}, indent=1, default=str))
+    with atomic_path(folder / "predictions.parquet") as tmp:
+        frame.write_parquet(tmp)
     labelled = frame.filter(pl.col("label").is_not_null())
     y = labelled.get_column("label").to_numpy()
     kind = task.label_type
@@ -92,12 +94,14 @@ def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: d
     lines += meaning_lines(keys)
     lines += ["", "Run:", *(f"- {k}: {v}" for k, v in info.items() if not isinstance(v, dict | list))]
     lines += ["", " ".join(f"![{f}]({f}.png)" for f in figures)]
-    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    write_atomic(folder / "summary.md", "\n".join(lines) + "\n")
+    write_atomic(folder / "metrics.json", json.dumps({"metrics": metrics, "ci95": ci, **info}, indent=1, default=str))
 
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 

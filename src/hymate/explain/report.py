@@ -26,6 +26,7 @@ from hymate.explain.importance import (
     stay_events,
     top_variables,
 )
+from hymate.io import write_atomic
 
 TOP = 10
 METHODS = ("attention", "attention_rollout", "integrated_gradients")
@@ -74,10 +75,10 @@ def _write(out: Path, pngs: dict[str, bytes], title: str, sections: list[Section
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, png in pngs.items():
-        (out / f"{name}.png").write_bytes(png)
+        write_atomic(out / f"{name}.png", png)
         paths[name] = out / f"{name}.png"
-    (out / "report.html").write_text(render(title, sections, footer))
-    (out / "explanation.json").write_text(json.dumps(numbers, indent=1, default=float))
+    write_atomic(out / "report.html", render(title, sections, footer))
+    write_atomic(out / "explanation.json", json.dumps(numbers, indent=1, default=float))
     return {**paths, "html": out / "report.html", "json": out / "explanation.json"}
 
 

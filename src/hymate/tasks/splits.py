@@ -33,6 +33,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from hymate.data.schema import EventData
 from hymate.errors import DataError
+from hymate.io import exclusive, write_atomic
 
 PARTS = ("train", "val", "test")
 
@@ -67,7 +68,7 @@ class Split:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{self.name}.json"
-        path.write_text(json.dumps({**self._content(), "sha256": self.sha256}))
+        write_atomic(path, json.dumps({**self._content(), "sha256": self.sha256}))
         return path
 
     @classmethod
@@ -190,19 +191,22 @@ def _split(task_name, protocol, seed, index, fp, train, val, test) -> Split:
 
 
 def load_or_make_splits(view: EventData, task, protocol: str, seed: int, folder: Path) -> list[Split]:
-    """The protocol's split files from `folder` (verified against a fresh draw), written first if absent."""
+    """The protocol's split files from `folder` (verified against a fresh draw), written first if absent.
+    Two processes on one folder take turns (a lock in `<folder>/.locks`): the second reads the first's files."""
+    drawn = make_splits(view, task, protocol, seed)
     loaded = []
-    for split in make_splits(view, task, protocol, seed):
-        path = Path(folder) / f"{split.name}.json"
-        if path.exists():
-            stored = Split.load(path, view)
-            if stored.sha256 != split.sha256:
-                raise DataError(f"split file {path} differs from the split drawn with seed {seed}; "
-                                "it was made by another version or from other data. Remove it to redraw.")  # fmt: skip
-            loaded.append(stored)
-        else:
-            split.save(folder)
-            loaded.append(split)
+    with exclusive(Path(folder) / ".locks" / f"{task.name}-{protocol}-seed{seed}.lock", f"the split files in {folder}"):
+        for split in drawn:
+            path = Path(folder) / f"{split.name}.json"
+            if path.exists():
+                stored = Split.load(path, view)
+                if stored.sha256 != split.sha256:
+                    raise DataError(f"split file {path} differs from the split drawn with seed {seed}; "
+                                    "it was made by another version or from other data. Remove it to redraw.")  # fmt: skip
+                loaded.append(stored)
+            else:
+                split.save(folder)
+                loaded.append(split)
     return loaded
 
 

@@ -41,6 +41,7 @@ from hymate.evaluate.scores import (
     prediction_frame,
     predictions,
 )
+from hymate.io import atomic_folder, exclusive, write_atomic
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.estimators import make_estimator
@@ -54,6 +55,11 @@ def peak_rss_mb() -> float:
 
 def run_folder(out: Path, split: Split, seed: int) -> Path:
     return Path(out) / f"{split.protocol}-split{split.index}-seed{seed}"
+
+
+def run_lock(folder: Path) -> Path:
+    """The lock of a run folder, `<out>/.locks/<run>.lock`: two processes on one run take turns."""
+    return Path(folder).parent / ".locks" / f"{Path(folder).name}.lock"
 
 
 def finished_row(folder: Path) -> dict | None:
@@ -84,7 +90,7 @@ def claim_folder(folder: Path, identity: dict, resume: bool) -> None:
     elif not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stored.write_text(json.dumps(identity, indent=1))
+    write_atomic(stored, json.dumps(identity, indent=1))
 
 
 def check_validation(task: Task, view: EventData, split: Split) -> None:
@@ -109,9 +115,15 @@ def run_one(
     resume: bool = True,
     n_boot: int | None = None,
 ) -> dict:
-    """Train `model_name` on split.train, select on split.val, report on split.test; the result row."""
-    start = time.perf_counter()
+    """Train `model_name` on split.train, select on split.val, report on split.test; the result row.
+    A second process on the same run waits for the first (`run_lock`), then finds its finished run."""
     folder = run_folder(out, split, train.seed)
+    with exclusive(run_lock(folder), f"the run folder {folder}"):
+        return _run_one(task, view, split, model_name, train, folder, model_options, progress, resume, n_boot)
+
+
+def _run_one(task, view, split, model_name, train, folder, model_options, progress, resume, n_boot) -> dict:
+    start = time.perf_counter()
     # How long it trains may change on a resume (train an interrupted run further); what it learns from may not.
     settings = {k: v for k, v in train.to_dict().items() if k not in ("max_epochs", "patience", "limit_train_batches")}
     claim_folder(folder, {"task": task.name, "model": model_name, "split_sha256": split.sha256,
@@ -163,7 +175,8 @@ def run_one(
         "dropped_unknown_variable_events": {**getattr(estimator, "dropped", {}), "test": test_dropped},
         **(fit.extra or {}),
     }  # fmt: skip
-    estimator.save(folder / "checkpoint", meta)
+    with atomic_folder(folder / "checkpoint") as tmp:  # a checkpoint is all there or not there
+        estimator.save(tmp, meta)
     frame = prediction_frame(task, test_rows, test_raw, test_pred, decision)
     write_report(folder / "report", f"{model_name} on {task.name}, {split.name}", task, frame, metrics, ci,
                  {"row": row, **meta}, history)  # fmt: skip
@@ -196,9 +209,8 @@ def run_experiment(
             for split in splits for seed in seeds]  # fmt: skip
     keys = (*METRICS_BY_TYPE[task.label_type], *((task.threshold_metric,) if task.threshold_metric else ()), "wall_s")
     summary = summarise_runs(rows, keys)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "summary.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=1))
-    (Path(out) / "summary.md").write_text(summary_markdown(task, model_name, rows, summary, out))
+    write_atomic(Path(out) / "summary.json", json.dumps({"runs": rows, "summary": summary}, indent=1))
+    write_atomic(Path(out) / "summary.md", summary_markdown(task, model_name, rows, summary, out))
     return rows
 
 
