@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import save_file
 
 import hymate
@@ -37,7 +40,7 @@ from hymate.data.normalize import Normalizer
 from hymate.data.samples import PredictionDataset, at_last_prediction
 from hymate.data.schema import EventData
 from hymate.errors import CheckpointError, DataError, HymateError
-from hymate.io import atomic_folder, write_atomic
+from hymate.io import atomic_folder, atomic_path, write_atomic
 from hymate.models.registry import ARCHITECTURES, TABULAR, VARIANTS, build_model, model_option_names
 from hymate.models.running_features import RunningSpec
 from hymate.models.summary_features import SummarySpec
@@ -224,7 +227,9 @@ class TabularEstimator:
             raise CheckpointError(f"{folder / 'config.json'}: unknown tabular model {meta.model!r} (known: {', '.join(TABULAR)})")
         file = folder / "features.json"
         part = read_json(file)
-        kind = part.pop("kind", "summary") if isinstance(part, dict) else None  # files before running features had no kind
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{file}: expected a JSON object, got {type(part).__name__}")
+        kind = part.pop("kind", "summary")  # files from before running features had no kind
         if kind not in ("summary", "running"):
             raise CheckpointError(f"{file}: field 'kind': expected 'summary' or 'running', got {kind!r}")
         features = build(RunningSpec if kind == "running" else SummarySpec, part, file)
@@ -312,13 +317,13 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
         callbacks.append(ProgressLines())
     quiet_lightning()
     trainer = L.Trainer(
-        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
+        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=bar,
         enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
         limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
     )  # fmt: skip
     last = folder / "lightning" / "last.ckpt"
-    resumed = resume and last.exists()
+    resumed = resume and last.exists() and resumable(last)
     earlier = read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if resumed else None)
     if earlier:
@@ -327,6 +332,39 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoints written through a temporary file and a rename: a process killed while
+    writing last.ckpt leaves the previous one, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def resumable(last: Path) -> bool:
+    """Whether a run can resume from `last` (Lightning's last.ckpt).
+
+    The rule for one that cannot be read (truncated, garbage, not a checkpoint): warn, naming the
+    file, set it aside as ``last.ckpt.corrupt`` (with the abandoned run's other Lightning
+    checkpoints removed) and train from scratch. A resume never stops at a file it cannot use,
+    and never silently deletes it either.
+    """
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+            raise ValueError("not a Lightning checkpoint")
+        return True
+    except Exception as exc:  # whatever torch.load raises on bytes it cannot read
+        corrupt = last.with_name(last.name + ".corrupt")
+        os.replace(last, corrupt)
+        for stale in last.parent.glob("*.ckpt"):
+            stale.unlink()
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        print(f"hymate: warning: {last} is unreadable ({reason}); moved to {corrupt.name}, training restarts from scratch",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
 
 def _build_scan_kernel(module: torch.nn.Module) -> None:
