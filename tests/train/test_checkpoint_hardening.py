@@ -102,6 +102,8 @@ CASES = {
                              "normalizer.json", "field 'window_hours': expected a number"),
     "normaliser of another length": ("hymate", edit_json("normalizer.json", lambda n: n["value_lo"].pop()),
                                      "normalizer.json", "do not match"),
+    "normaliser of another vocabulary": ("hymate", edit_json("normalizer.json", lambda n: [n[k].pop() for k in (
+        "variables", "value_lo", "value_hi", "value_mean", "value_std")]), "normalizer.json", "but the model in config.json reads"),
     "bad calibration": ("hymate", edit_json("config.json", lambda c: c.update(calibration={"kind": "platt", "a": "x", "b": 0})),
                         "config.json", "calibration"),
     "calibration of another label type": ("hymate", edit_json("config.json", lambda c: c.update(

@@ -169,6 +169,10 @@ class NeuralEstimator:
         model.eval()
         train = build(TrainConfig, meta.train, file, "train")
         normalizer = build(Normalizer, read_json(folder / "normalizer.json"), folder / "normalizer.json")
+        sizes = (normalizer.n_variables, len(normalizer.static_names))
+        if sizes != (model.config.n_variables, model.config.n_statics):  # a normaliser of another checkpoint
+            raise CheckpointError(f"{folder / 'normalizer.json'}: {sizes[0]} variables and {sizes[1]} statics, but the model "
+                                  f"in config.json reads {model.config.n_variables} and {model.config.n_statics}")  # fmt: skip
         return cls(meta.model, task, train, model=model, normalizer=normalizer, target=raw.get("target"))
 
 
