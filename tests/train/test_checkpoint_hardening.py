@@ -110,6 +110,8 @@ CASES = {
         calibration={"kind": "temperature", "temperature": 1.5})), "config.json", "does not apply to binary"),
     "unknown calibration": ("hymate", edit_json("config.json", lambda c: c.update(calibration={"kind": "isotonic"})),
                             "config.json", "calibration"),
+    "bad decision threshold": ("hymate", edit_json("config.json", lambda c: c.update(decision={"metric": "utility", "threshold": "high"})),
+                               "config.json", "field 'decision.threshold': expected a number, got 'high'"),
     "logreg.joblib present": ("logreg", joblib_instead, "logreg.joblib", "retrain"),
     "truncated logreg": ("logreg", truncate("logreg.safetensors"), "logreg.safetensors", "not a readable safetensors"),
     "bad features": ("logreg", edit_json("features.json", lambda f: f.update(variables="HR")), "features.json",
