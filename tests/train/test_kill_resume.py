@@ -43,8 +43,8 @@ def result(out: Path) -> tuple[dict, bytes]:
 
 
 @pytest.fixture(scope="module")
-def cache(real_data, tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("kill-resume-cache")
+def cache(p12, real_cache) -> Path:
+    return real_cache  # where the session prepared P12: the runs read it instead of preparing it again
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(real_data, cache, tmp_path):
