@@ -11,3 +11,7 @@ class DataError(HymateError):
 
 class DataNotFoundError(DataError):
     """The data location holds no recognisable dataset."""
+
+
+class CheckpointError(HymateError):
+    """A checkpoint folder (or a resume checkpoint) is incomplete, malformed or of another version."""

@@ -348,8 +348,11 @@ def test_tiny_model_fits_a_tiny_problem(kind):
 
 
 def normalizer() -> Normalizer:
+    """V variables and S static columns (one categorical static of S categories): what the models
+    here read (a load checks that they agree)."""
     return Normalizer(variables=[f"v{i}" for i in range(V)], value_lo=[-5.0] * V, value_hi=[5.0] * V,
-                      value_mean=[0.0] * V, value_std=[1.0] * V, window_hours=48.0)  # fmt: skip
+                      value_mean=[0.0] * V, value_std=[1.0] * V, window_hours=48.0,
+                      static_categorical={"unit": list(range(1, S + 1))})  # fmt: skip
 
 
 VARIANT_OF = {"strats": "strats", "strats_mamba": "hymate-events", "grud": "grud"}  # the registry's names

@@ -175,9 +175,10 @@ def test_fit_tabular_picks_the_best_grid_point_on_validation_and_round_trips(nam
         assert m["r2"] > 0.7, m
     assert model.n_params > 0
     model.save(tmp_path / "m")
-    loaded = TabularModel.load(tmp_path / "m", name, label_type)
+    loaded = TabularModel.load(tmp_path / "m", name, label_type, X_te.shape[1])
     np.testing.assert_array_equal(loaded.predict_raw(X_te), raw)
     assert loaded.n_params == model.n_params
+    assert not list((tmp_path / "m").glob("*.joblib"))  # logistic regression is arrays, never a pickle
 
 
 def test_lightgbm_seed_moves_the_fit_and_the_same_seed_repeats_it():
@@ -226,7 +227,7 @@ def test_baseline_on_real_p12_reaches_auroc_and_writes_its_report(mortality, tmp
     folder = tmp_path / "strats-split0-seed0"
     for name in ("metrics.json", "predictions.parquet", "summary.md", "roc.png", "pr.png", "calibration.png"):
         assert (folder / "report" / name).exists(), name
-    for name in ("config.json", "features.json", "lightgbm.txt" if model == "lightgbm" else "logreg.joblib"):
+    for name in ("config.json", "features.json", "lightgbm.txt" if model == "lightgbm" else "logreg.safetensors"):
         assert (folder / "checkpoint" / name).exists(), name
     stored = json.loads((folder / "report" / "metrics.json").read_text())
     assert stored["row"] == row and set(stored["hyperparameters"]) >= set(grid or LOGREG_GRID)
@@ -356,3 +357,30 @@ def test_lightgbm_regression_grid_offers_the_l1_objective_and_mae_picks_it_on_sk
     assert model.chosen["objective"] == "regression_l1"
     params = lightgbm_params({"objective": "regression_l1"}, 0, label_type="regression")
     assert (params["objective"], params["metric"]) == ("regression_l1", "l1")
+
+
+@pytest.mark.parametrize("label_type", ["binary", "multiclass", "regression"])
+def test_linear_model_computes_what_the_scikit_learn_pipeline_computes(label_type, tmp_path):
+    from hymate.models.tabular import LinearModel, logreg_pipeline
+
+    (X_tr, y_tr), (X_te, _) = synthetic_features(label_type, 400, 0), synthetic_features(label_type, 200, 1)
+    X_tr, X_te = X_tr.copy(), X_te.copy()
+    X_tr[::7, 1] = np.nan  # a column with missing values (an indicator) ...
+    X_te[::3, 1] = X_te[::5, 0] = np.nan  # ... and missing values where training had none
+    pipe = logreg_pipeline(label_type, **({"alpha": 1.0} if label_type == "regression" else {"C": 0.1})).fit(X_tr, y_tr)
+    linear = LinearModel.from_pipeline(pipe)
+    ref = pipe.predict(X_te) if label_type == "regression" else pipe.decision_function(X_te)
+    np.testing.assert_allclose(linear.decision_function(X_te).reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+    if label_type != "regression":
+        np.testing.assert_allclose(linear.predict_proba(X_te), pipe.predict_proba(X_te), rtol=1e-12, atol=1e-12)
+    linear.save(tmp_path / "logreg.safetensors")
+    again = LinearModel.load(tmp_path / "logreg.safetensors", X_te.shape[1])
+    np.testing.assert_array_equal(again.decision_function(X_te), linear.decision_function(X_te))  # bitwise
+
+
+def test_a_pickled_logreg_checkpoint_is_refused_with_a_retrain_message(tmp_path):
+    from hymate.errors import CheckpointError
+
+    (tmp_path / "logreg.joblib").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(CheckpointError, match=r"logreg\.joblib.*retrain"):
+        TabularModel.load(tmp_path, "logreg", "binary", 3)

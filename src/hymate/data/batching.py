@@ -170,6 +170,12 @@ class LengthBucketSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> LengthBucketSampler:
+        """Itself: Lightning calls `set_epoch` on a loader's `sampler` and `batch_sampler.sampler`,
+        never on the batch sampler itself; without this every epoch would draw epoch 0's batches."""
+        return self
+
     def _batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))

@@ -56,8 +56,86 @@ def _score(label_type: str, y: np.ndarray, raw: np.ndarray) -> dict[str, float]:
     return selection_score(DEFAULT_SELECTION[label_type], label_type, y, pred, np.arange(len(y)))
 
 
+class LinearModel:
+    """A fitted logistic (or ridge) regression pipeline as plain arrays, saved as safetensors (a
+    pickle would run whatever bytes a checkpoint holds): median imputation with missing indicators,
+    standardisation, then a linear layer. It computes what the scikit-learn pipeline computes, in
+    the same order of operations."""
+
+    ARRAYS = ("medians", "indicators", "mean", "scale", "coef", "intercept", "classes")
+
+    def __init__(self, medians, indicators, mean, scale, coef, intercept, classes) -> None:
+        self.medians = np.asarray(medians, dtype=np.float64)  # [F]; NaN: all missing in training (column dropped)
+        self.indicators = np.asarray(indicators, dtype=np.int64)  # columns with a missing indicator, appended
+        self.mean, self.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)  # [F']
+        self.coef = np.ascontiguousarray(coef, dtype=np.float64)  # [K, F'] (ridge: K = 1)
+        self.intercept = np.asarray(intercept, dtype=np.float64).reshape(-1)  # [K]
+        self.classes = np.asarray(classes, dtype=np.float64)  # LogisticRegression.classes_; empty for ridge
+
+    @classmethod
+    def from_pipeline(cls, pipe) -> LinearModel:
+        imputer, scaler, last = pipe[0], pipe[1], pipe[-1]
+        indicators = imputer.indicator_.features_ if imputer.indicator_ is not None else []
+        return cls(imputer.statistics_, indicators, scaler.mean_, scaler.scale_, np.atleast_2d(last.coef_),
+                   np.atleast_1d(last.intercept_), getattr(last, "classes_", []))  # fmt: skip
+
+    @property
+    def n_features(self) -> int:
+        return len(self.medians)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.array(X, dtype=np.float64)  # a copy: imputed in place
+        missing = np.isnan(X)
+        keep = ~np.isnan(self.medians)
+        X = X[:, keep]
+        rows, cols = np.nonzero(missing[:, keep])
+        X[rows, cols] = self.medians[keep][cols]
+        X = np.hstack((X, missing[:, self.indicators]))
+        X -= self.mean
+        X /= self.scale
+        return X
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores [N, K]: logits (binary K = 1), class scores, or ridge values."""
+        return self.transform(X) @ self.coef.T + self.intercept
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities [N, C], as LogisticRegression.predict_proba."""
+        from scipy.special import expit, softmax
+
+        scores = self.decision_function(X)
+        if scores.shape[1] == 1:
+            p = expit(scores[:, 0])
+            return np.column_stack((1 - p, p))
+        return softmax(scores, axis=1)
+
+    def save(self, path: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(getattr(self, k)) for k in self.ARRAYS}, str(path))
+
+    @classmethod
+    def load(cls, path: Path, n_features: int) -> LinearModel:
+        """The model in `path`, checked against `n_features` (the features.json beside it)."""
+        from hymate.errors import CheckpointError
+        from hymate.train.checkpoint_schema import read_weights
+
+        arrays = {k: v.numpy() for k, v in read_weights(path).items()}
+        absent = [k for k in cls.ARRAYS if k not in arrays]
+        if absent:
+            raise CheckpointError(f"{path}: missing arrays {', '.join(absent)}")
+        model = cls(**{k: arrays[k] for k in cls.ARRAYS})
+        width = int((~np.isnan(model.medians)).sum()) + len(model.indicators)
+        shapes_fit = (model.coef.ndim == 2 and model.coef.shape[1] == width == len(model.mean) == len(model.scale)
+                      and len(model.intercept) == model.coef.shape[0] and (model.indicators < n_features).all())  # fmt: skip
+        if model.n_features != n_features or not shapes_fit:
+            raise CheckpointError(f"{path}: arrays of shapes {({k: list(v.shape) for k, v in arrays.items()})} do not fit "
+                                  f"{n_features} features")  # fmt: skip
+        return model
+
+
 class TabularModel:
-    """A fitted LightGBM booster or scikit-learn pipeline with `predict_raw(X) -> [N, K]`."""
+    """A fitted LightGBM booster or a LinearModel with `predict_raw(X) -> [N, K]`."""
 
     def __init__(self, name: str, label_type: str, estimator, chosen: dict | None = None, trials: list | None = None):
         self.name, self.label_type, self.estimator = name, label_type, estimator
@@ -66,8 +144,6 @@ class TabularModel:
     def predict_raw(self, X: np.ndarray) -> np.ndarray:
         if self.name == "lightgbm":
             out = self.estimator.predict(X, raw_score=True)
-        elif self.label_type == "regression":
-            out = self.estimator.predict(X)
         else:
             out = self.estimator.decision_function(X)
         out = np.asarray(out, dtype=np.float64)
@@ -77,27 +153,38 @@ class TabularModel:
     def n_params(self) -> int:
         if self.name == "lightgbm":
             return int(sum(t["num_leaves"] for t in self.estimator.dump_model()["tree_info"]))
-        last = self.estimator[-1]
-        return int(np.size(last.coef_) + np.size(last.intercept_))
+        return int(np.size(self.estimator.coef) + np.size(self.estimator.intercept))
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.name == "lightgbm":
-            self.estimator.save_model(folder / "lightgbm.txt")
-        else:
-            import joblib
+        from hymate.io import atomic_path
 
-            joblib.dump(self.estimator, folder / "logreg.joblib")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = "lightgbm.txt" if self.name == "lightgbm" else "logreg.safetensors"
+        with atomic_path(folder / name) as tmp:
+            self.estimator.save_model(tmp) if self.name == "lightgbm" else self.estimator.save(tmp)
 
     @classmethod
-    def load(cls, folder: Path, name: str, label_type: str) -> TabularModel:
-        if name == "lightgbm":
-            import lightgbm
+    def load(cls, folder: Path, name: str, label_type: str, n_features: int) -> TabularModel:
+        """The model saved in `folder`, for `n_features` features; an unreadable one is a CheckpointError."""
+        from hymate.errors import CheckpointError
 
-            return cls(name, label_type, lightgbm.Booster(model_file=str(folder / "lightgbm.txt")))
-        import joblib  # a checkpoint folder the user made: joblib unpickles, so load only your own
+        if name != "lightgbm":
+            if (folder / "logreg.joblib").exists() and not (folder / "logreg.safetensors").exists():
+                raise CheckpointError(f"{folder / 'logreg.joblib'}: a pickled model of an older hymate, which this one "
+                                      "does not unpickle (pickles run code): retrain it")  # fmt: skip
+            return cls(name, label_type, LinearModel.load(folder / "logreg.safetensors", n_features))
+        import lightgbm
 
-        return cls(name, label_type, joblib.load(folder / "logreg.joblib"))
+        path = folder / "lightgbm.txt"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (an incomplete checkpoint)")
+        try:
+            booster = lightgbm.Booster(model_file=str(path))
+        except lightgbm.basic.LightGBMError as exc:
+            raise CheckpointError(f"{path}: not a readable LightGBM model ({str(exc).splitlines()[0][:120]})") from None
+        if booster.num_feature() != n_features:
+            raise CheckpointError(f"{path}: a model of {booster.num_feature()} features, but features.json describes {n_features}")
+        return cls(name, label_type, booster)
 
 
 def fit_tabular(name: str, label_type: str, n_classes: int, X_tr, y_tr, X_va, y_va, seed: int,
@@ -175,9 +262,9 @@ def fit_logreg(label_type, X_tr, y_tr, X_va, y_va, grid: dict | None = None) -> 
     with threadpool_limits(limits=1, user_api="blas"):
         for point in grid_points(grid or default):
             pipe = logreg_pipeline(label_type, **point).fit(X_tr, y_tr)
-            model = TabularModel("logreg", label_type, pipe)
+            model = TabularModel("logreg", label_type, LinearModel.from_pipeline(pipe))
             score = _score(label_type, y_va, model.predict_raw(X_va))
             trials.append({**point, **score})
             if best is None or score["score"] > best[1]["score"]:
-                best = (pipe, trials[-1])
+                best = (model.estimator, trials[-1])
     return TabularModel("logreg", label_type, best[0], best[1], trials)

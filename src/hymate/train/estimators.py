@@ -12,13 +12,16 @@ then raw outputs for any stays of a task's view, and save / load as a checkpoint
 A checkpoint folder holds ``config.json`` (kind, model, task, label type, calibration, decision
 threshold, regression target scaling, training settings, versions) and the model: for a neural
 one ``model.safetensors`` + ``normalizer.json`` (vocabulary, value / static statistics, clock);
-for a tabular one ``lightgbm.txt`` or ``logreg.joblib`` + ``features.json``.
+for a tabular one ``lightgbm.txt`` or ``logreg.safetensors`` + ``features.json``. What a load
+checks is in `checkpoint_schema`; a folder is written whole or not at all (`hymate.io.atomic_folder`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +32,15 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from safetensors.torch import load_file, save_file
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors.torch import save_file
 
 import hymate
 from hymate.data.normalize import Normalizer
 from hymate.data.samples import PredictionDataset, at_last_prediction
 from hymate.data.schema import EventData
-from hymate.errors import DataError, HymateError
+from hymate.errors import CheckpointError, DataError, HymateError
+from hymate.io import atomic_folder, atomic_path, write_atomic
 from hymate.models.registry import ARCHITECTURES, TABULAR, VARIANTS, build_model, model_option_names
 from hymate.models.running_features import RunningSpec
 from hymate.models.summary_features import SummarySpec
@@ -43,6 +48,17 @@ from hymate.models.tabular import TabularModel, fit_tabular
 from hymate.output import is_terminal
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
+from hymate.train.checkpoint_schema import (
+    CALIBRATION_OF,
+    FORMAT_VERSION,
+    CheckpointConfig,
+    build,
+    check_format,
+    check_weights,
+    read_json,
+    read_weights,
+    validate,
+)
 from hymate.train.module import (
     EMAWeights,
     Objective,
@@ -128,28 +144,36 @@ class NeuralEstimator:
         return sum(p.numel() for p in self.model.parameters())
 
     def save(self, folder: Path, meta: dict) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         arch = VARIANTS[self.name][0]
         state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        save_file(state, folder / "model.safetensors")
-        self.normalizer.save(folder / "normalizer.json")
-        _write_config(folder, {"kind": self.kind, "model": self.name, "architecture": arch,
-                               "config": self.model.config.to_dict(), "target": self.target, **meta})  # fmt: skip
+        with atomic_folder(folder) as tmp:  # a killed save leaves the old checkpoint (or none), never half of one
+            save_file(state, tmp / "model.safetensors")
+            self.normalizer.save(tmp / "normalizer.json")
+            _write_config(tmp, self.task, {"kind": self.kind, "model": self.name, "architecture": arch,
+                                           "config": self.model.config.to_dict(), "target": self.target, **meta})  # fmt: skip
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, task: Task) -> NeuralEstimator:
-        missing = [f for f in ("model.safetensors", "normalizer.json") if not (folder / f).exists()]
-        if missing:
-            raise HymateError(f"{folder} is not a complete hymate checkpoint: missing {', '.join(missing)}")
-        if meta.get("architecture") not in ARCHITECTURES:
-            raise HymateError(f"checkpoint {folder} holds an unknown architecture {meta.get('architecture')!r}")
-        model_cls, config_cls = ARCHITECTURES[meta["architecture"]]
-        model = model_cls(config_cls(**meta["config"]))
-        model.load_state_dict(load_file(folder / "model.safetensors"))
+    def load(cls, folder: Path, meta: CheckpointConfig, raw: dict, task: Task) -> NeuralEstimator:
+        file = folder / "config.json"
+        if meta.architecture not in ARCHITECTURES:
+            raise CheckpointError(f"{file}: unknown architecture {meta.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        if meta.model not in VARIANTS:
+            raise CheckpointError(f"{file}: unknown model {meta.model!r} (known: {', '.join(VARIANTS)})")
+        if task.label_type == "regression" and meta.target is None:
+            raise CheckpointError(f"{file}: field 'target': missing (a regression model needs its target scaling)")
+        model_cls, config_cls = ARCHITECTURES[meta.architecture]
+        model = model_cls(build(config_cls, meta.config, file, "config"))
+        state = read_weights(folder / "model.safetensors")
+        check_weights(state, model, folder / "model.safetensors")
+        model.load_state_dict(state)
         model.eval()
-        train = TrainConfig(**meta["train"])
-        return cls(meta["model"], task, train, model=model, normalizer=Normalizer.load(folder / "normalizer.json"),
-                   target=meta.get("target"))  # fmt: skip
+        train = build(TrainConfig, meta.train, file, "train")
+        normalizer = build(Normalizer, read_json(folder / "normalizer.json"), folder / "normalizer.json")
+        sizes = (normalizer.n_variables, len(normalizer.static_names))
+        if sizes != (model.config.n_variables, model.config.n_statics):  # a normaliser of another checkpoint
+            raise CheckpointError(f"{folder / 'normalizer.json'}: {sizes[0]} variables and {sizes[1]} statics, but the model "
+                                  f"in config.json reads {model.config.n_variables} and {model.config.n_statics}")  # fmt: skip
+        return cls(meta.model, task, train, model=model, normalizer=normalizer, target=raw.get("target"))
 
 
 # --- tabular ------------------------------------------------------------------------------
@@ -196,18 +220,26 @@ class TabularEstimator:
         return self.model.n_params
 
     def save(self, folder: Path, meta: dict) -> None:
-        self.model.save(folder)
-        (folder / "features.json").write_text(self.features.to_json())
-        _write_config(folder, {"kind": self.kind, "model": self.name, "hyperparameters": self.model.chosen, **meta})
+        with atomic_folder(folder) as tmp:
+            self.model.save(tmp)
+            write_atomic(tmp / "features.json", self.features.to_json())
+            _write_config(tmp, self.task, {"kind": self.kind, "model": self.name, "hyperparameters": self.model.chosen, **meta})
 
     @classmethod
-    def load(cls, folder: Path, meta: dict, task: Task) -> TabularEstimator:
-        if not (folder / "features.json").exists():
-            raise HymateError(f"{folder} is not a complete tabular checkpoint: missing features.json")
-        raw = json.loads((folder / "features.json").read_text())
-        kind = raw.pop("kind", "summary")
-        features = RunningSpec(**raw) if kind == "running" else SummarySpec(**raw)
-        return cls(meta["model"], task, meta["train"]["seed"], TabularModel.load(folder, meta["model"], task.label_type), features)
+    def load(cls, folder: Path, meta: CheckpointConfig, raw: dict, task: Task) -> TabularEstimator:
+        if meta.model not in TABULAR:
+            raise CheckpointError(f"{folder / 'config.json'}: unknown tabular model {meta.model!r} (known: {', '.join(TABULAR)})")
+        file = folder / "features.json"
+        part = read_json(file)
+        if not isinstance(part, dict):
+            raise CheckpointError(f"{file}: expected a JSON object, got {type(part).__name__}")
+        kind = part.pop("kind", "summary")  # files from before running features had no kind
+        if kind not in ("summary", "running"):
+            raise CheckpointError(f"{file}: field 'kind': expected 'summary' or 'running', got {kind!r}")
+        features = build(RunningSpec if kind == "running" else SummarySpec, part, file)
+        train = build(TrainConfig, meta.train, folder / "config.json", "train")
+        model = TabularModel.load(folder, meta.model, task.label_type, len(features.feature_names))
+        return cls(meta.model, task, train.seed, model, features)
 
 
 @dataclass
@@ -230,30 +262,46 @@ def make_estimator(name: str, task: Task, train: TrainConfig, model_options: dic
     raise HymateError(f"unknown model {name!r}; known: {', '.join((*VARIANTS, *TABULAR))}")
 
 
-def _write_config(folder: Path, config: dict) -> None:
+def _write_config(folder: Path, task: Task, config: dict) -> None:
+    described = {"format_version": FORMAT_VERSION, "label_type": task.label_type}
     versions = {"hymate_version": hymate.__version__, "torch_version": torch.__version__}
-    (folder / "config.json").write_text(json.dumps({**config, **versions}, indent=1, default=str))
+    write_atomic(folder / "config.json", json.dumps({**described, **config, **versions}, indent=1, default=str))
 
 
 def load_checkpoint(folder: Path):
-    """The estimator saved in a checkpoint folder, its task, and its config."""
+    """The estimator saved in a checkpoint folder, its task, and its config (see `checkpoint_schema`
+    for what is checked). Every malformed part is one CheckpointError naming its file."""
     from hymate.tasks.registry import TASKS
 
     folder = Path(folder)
-    if not (folder / "config.json").exists():
-        raise HymateError(f"{folder} is not a hymate checkpoint: missing config.json")
-    try:
-        meta = json.loads((folder / "config.json").read_text())
-    except ValueError as exc:
-        raise HymateError(f"{folder}/config.json is not valid JSON: {exc}") from None
-    if meta.get("task") not in TASKS:
-        raise HymateError(f"checkpoint task {meta.get('task')!r} is unknown to this version of hymate "
-                          f"(known: {', '.join(TASKS)})")  # fmt: skip
-    task = TASKS[meta["task"]]
-    cls = {"neural": NeuralEstimator, "tabular": TabularEstimator}.get(meta.get("kind"))
-    if cls is None:
-        raise HymateError(f"checkpoint {folder} has an unknown kind {meta.get('kind')!r} (neural or tabular)")
-    return cls.load(folder, meta, task), task, meta
+    file = folder / "config.json"
+    if not file.exists():
+        raise CheckpointError(f"{folder} is not a hymate checkpoint: missing config.json")
+    raw = read_json(file)
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(raw).__name__}")
+    check_format(raw, file)
+    if raw.get("task") not in TASKS:
+        raise CheckpointError(f"checkpoint task {raw.get('task')!r} is unknown to this version of hymate "
+                              f"(known: {', '.join(TASKS)})")  # fmt: skip
+    if raw.get("kind") not in ("neural", "tabular"):
+        raise CheckpointError(f"checkpoint {folder} has an unknown kind {raw.get('kind')!r} (neural or tabular)")
+    meta = validate(raw, CheckpointConfig, file)
+    task = TASKS[meta.task]
+    _check_task(meta, task, file)
+    cls = NeuralEstimator if meta.kind == "neural" else TabularEstimator
+    return cls.load(folder, meta, raw, task), task, raw
+
+
+def _check_task(meta: CheckpointConfig, task: Task, file: Path) -> None:
+    """The task this hymate knows by the checkpoint's task name must be the one it was trained for."""
+    if meta.label_type is not None and meta.label_type != task.label_type:
+        raise CheckpointError(f"{file}: label type {meta.label_type!r}, but task {task.name} is {task.label_type} here")
+    if meta.classes is not None and list(meta.classes) != list(task.classes):
+        raise CheckpointError(f"{file}: classes {meta.classes}, but task {task.name} has {list(task.classes)} here")
+    if meta.calibration is not None and meta.calibration.kind not in CALIBRATION_OF[task.label_type]:
+        raise CheckpointError(f"{file}: field 'calibration.kind': {meta.calibration.kind!r} does not apply to "
+                              f"{task.label_type} predictions (expected {' or '.join(CALIBRATION_OF[task.label_type])})")  # fmt: skip
 
 
 # --- the Lightning fit shared by every neural model -----------------------------------------
@@ -273,13 +321,13 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
         callbacks.append(ProgressLines())
     quiet_lightning()
     trainer = L.Trainer(
-        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip,
+        max_epochs=train.max_epochs, accelerator="cpu", devices=1, gradient_clip_val=train.grad_clip, plugins=[AtomicCheckpointIO()],
         callbacks=callbacks, logger=CSVLogger(folder, name="logs", version=""), enable_progress_bar=bar,
         enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
         limit_train_batches=train.limit_train_batches, use_distributed_sampler=False,
     )  # fmt: skip
     last = folder / "lightning" / "last.ckpt"
-    resumed = resume and last.exists()
+    resumed = resume and last.exists() and resumable(last)
     earlier = read_history_rows(folder) if resumed else []  # Lightning's CSV logger starts afresh
     trainer.fit(module, train_loader, val_loader, ckpt_path=last if resumed else None)
     if earlier:
@@ -288,6 +336,39 @@ def fit_and_select(module: L.LightningModule, train_loader, val_loader, train: T
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     return FitResult(trainer.current_epoch, clock.elapsed_s, clock.previous_s, resumed)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoints written through a temporary file and a rename: a process killed while
+    writing last.ckpt leaves the previous one, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def resumable(last: Path) -> bool:
+    """Whether a run can resume from `last` (Lightning's last.ckpt).
+
+    The rule for one that cannot be read (truncated, garbage, not a checkpoint): warn, naming the
+    file, set it aside as ``last.ckpt.corrupt`` (with the abandoned run's other Lightning
+    checkpoints removed) and train from scratch. A resume never stops at a file it cannot use,
+    and never silently deletes it either.
+    """
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
+            raise ValueError("not a Lightning checkpoint")
+        return True
+    except Exception as exc:  # whatever torch.load raises on bytes it cannot read
+        corrupt = last.with_name(last.name + ".corrupt")
+        os.replace(last, corrupt)
+        for stale in last.parent.glob("*.ckpt"):
+            stale.unlink()
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        print(f"hymate: warning: {last} is unreadable ({reason}); moved to {corrupt.name}, training restarts from scratch",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
 
 def _build_scan_kernel(module: torch.nn.Module) -> None:

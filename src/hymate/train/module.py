@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -229,6 +230,15 @@ class OutcomeModule(L.LightningModule):
         if scores:  # empty when the (sanity-check) batch has one class only
             self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hymate_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A resumed run draws the variable dropout (and any other global draw) of the run it continues:
+        # killed and resumed, it ends with the weights an uninterrupted run of the same seed ends with.
+        if "hymate_rng" in checkpoint:
+            set_rng_state(checkpoint["hymate_rng"])
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
@@ -289,9 +299,35 @@ class TrainingClock(Callback):
         self.previous_s = float(state_dict.get("elapsed_s", 0.0))
 
 
+def rng_state() -> dict:
+    """The global random streams (torch CPU and CUDA, numpy, Python) as plain tensors, lists and
+    ints: what Lightning's `weights_only` checkpoint load accepts."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }  # fmt: skip
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+
+
 def make_loader(dataset: PredictionDataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    """Batches of `LengthBucketSampler`, whose order is a function of (seed, epoch) only: Lightning
+    sets the epoch (see `LengthBucketSampler.sampler`), so a resumed epoch draws the batches it
+    would have drawn. The loader's own generator keeps its iterators from drawing on the global
+    stream (a resume creates iterators an uninterrupted run does not)."""
     sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_samples, num_workers=0)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_samples, num_workers=0,
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
 
 
 @torch.no_grad()
