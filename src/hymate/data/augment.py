@@ -37,6 +37,7 @@ def drop_variables(
     dropped_batch = EventBatch(
         times=take(batch.times), variables=take(batch.variables), values=take(batch.values), mask=new_mask,
         statics=batch.statics, labels=batch.labels, stay_ids=batch.stay_ids, query_times=batch.query_times,
+        present=None if batch.present is None else take(batch.present),
     )  # fmt: skip
     if prefix is None:
         return dropped_batch

@@ -33,6 +33,7 @@ class EventBatch:
     labels: torch.Tensor  # [B] float32 (NaN where a stay has no label)
     stay_ids: torch.Tensor  # [B] int64
     query_times: torch.Tensor | None = None  # [B] prediction times on the event clock (HyMaTE query_time); optional
+    present: torch.Tensor | None = None  # [B, L] bool, True at events without a value (value 0 there); None if none
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -129,6 +130,10 @@ def collate(items: list[dict]) -> EventBatch:
         variables[row, :n] = item["variables"]
         values[row, :n] = item["values"]
         mask[row, :n] = True
+    # An event without a value (a MEDS code with no numeric value) arrives as NaN: it is "present",
+    # flagged for the models' embedding, and its value is 0 for every other computation.
+    present = np.isnan(values)
+    values[present] = 0.0
     return EventBatch(
         times=torch.from_numpy(times),
         variables=torch.from_numpy(variables),
@@ -137,6 +142,7 @@ def collate(items: list[dict]) -> EventBatch:
         statics=torch.from_numpy(np.stack([item["statics"] for item in items])),
         labels=torch.tensor([item["label"] for item in items], dtype=torch.float32),
         stay_ids=torch.tensor([item["stay_id"] for item in items], dtype=torch.int64),
+        present=torch.from_numpy(present) if present.any() else None,
     )
 
 

@@ -60,6 +60,8 @@ class Normalizer:
             .agg(pl.col("lo").first(), pl.col("hi").first(), pl.col("value").mean().alias("mean"),
                  pl.col("value").std(ddof=0).alias("std"))
             .sort("variable")
+            # a variable whose events all lack a value (a MEDS code without numbers) has no statistics
+            .with_columns(pl.col("lo", "hi", "mean").fill_null(0.0))
         )  # fmt: skip
         std = [s if s and s > 1e-8 else 1.0 for s in stats.get_column("std").to_list()]
         statics = data.statics.filter(pl.col("stay_id").is_in(ids))
@@ -122,6 +124,7 @@ class Normalizer:
                     f"{unknown_rows.height} events have variables the model was not trained on: {names[:20]}"
                 )
             joined = joined.filter(pl.col("var_idx").is_not_null())
+        # A null value is an event without one ("present": z is NaN, the batch flags it); NaN is an error.
         bad = joined.filter(pl.col("value").is_nan() | pl.col("value").is_infinite() | pl.col("time").is_nan())
         if bad.height:
             raise DataError(f"{bad.height} events have NaN or infinite values or times, e.g. {bad.head(3).rows()}")

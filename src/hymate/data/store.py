@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from hymate.data import physionet2012, physionet2019
+from hymate.data import meds, physionet2012, physionet2019
 from hymate.data.download import download_physionet2012
 from hymate.data.schema import EventData
 from hymate.data.sources import Source, is_archive
@@ -27,15 +27,17 @@ from hymate.io import atomic_folder, exclusive, remove_leftovers
 DATA_ENV = "HYMATE_DATA"
 CACHE_ENV = "HYMATE_CACHE"
 
-READERS = {physionet2012.NAME: physionet2012, physionet2019.NAME: physionet2019}
+READERS = {physionet2012.NAME: physionet2012, physionet2019.NAME: physionet2019, meds.NAME: meds}
 # Names a dataset may have inside a data location (first match wins).
 _SUBFOLDERS = {
     physionet2012.NAME: ("physionet2012", "physionet-challenge-2012", "challenge-2012"),
     physionet2019.NAME: ("physionet2019", "physionet-challenge-2019", "challenge-2019"),
+    meds.NAME: ("meds",),
 }
 _MARKERS = {
     physionet2012.NAME: ("set-a", "set-a.tar.gz", "physionet-challenge-2012.tar.gz"),
     physionet2019.NAME: ("training_setA", "training_setB", "training", "physionet-challenge-2019-training.tar.gz"),
+    meds.NAME: ("data", "metadata"),
 }
 # How each dataset can be provided (the message of a DataNotFoundError).
 _HOW_TO_PROVIDE = {
@@ -49,6 +51,11 @@ _HOW_TO_PROVIDE = {
         "    physionet-challenge-2019-training.tar.gz, or the extracted training_setA/ and training_setB/\n"
         "    folders of pNNNNNN.psv files (https://physionet.org/content/challenge-2019/1.0.0/, open\n"
         "    access, CC BY 4.0). --download is not available for this dataset: fetch the files yourself."
+    ),
+    meds.NAME: (
+        "  * point --data-dir (or ${env}) at a MEDS dataset's root: the folder holding data/ (the\n"
+        "    *.parquet shards) and metadata/ (dataset.json, codes.parquet, subject_splits.parquet),\n"
+        "    as a MEDS ETL writes it (MIMIC-IV: MIMIC_IV_MEDS; eICU: eICU_MEDS), or `hymate export meds`."
     ),
 }
 
@@ -105,7 +112,7 @@ def load_dataset(
     reader = READERS[dataset]
     key = hashlib.sha256(
         json.dumps(
-            {"dataset": dataset, "reader_version": reader.READER_VERSION, "source": source.fingerprint(),
+            {"dataset": dataset, "reader_version": reader.READER_VERSION, "source": reader.fingerprint(source) if hasattr(reader, "fingerprint") else source.fingerprint(),
              "window_hours": getattr(reader, "WINDOW_HOURS", None), "ranges": reader.PLAUSIBLE_RANGES,
              "require_labels": require_labels},
             sort_keys=True,

@@ -71,6 +71,7 @@ class HyMaTEConfig:
     sequence_fusion: bool = True  # also pool over events, beside the channel pooling
     count_embedding: bool = True  # add an embedding of log(1 + #observations) to each channel token
     channel_stats: bool = False  # add an embedding of each variable's last/first/mean/min/max/sd/time-since-last
+    present_values: bool = False  # a learned embedding for events without a value (MEDS codes without numbers)
     query_time: bool = False  # the head also embeds the prediction time (see `HyMaTE.forward`); on for the online task
     n_outputs: int = 1
     scan_backend: str = "auto"
@@ -91,6 +92,8 @@ class HyMaTE(nn.Module):
         self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
+        # "present": the value of an event without one (see `embed_triplets`); only when the data have such events
+        self.present_embedding = nn.Parameter(torch.randn(d) * 0.02) if config.present_values else None
         self.embed_drop = nn.Dropout(config.dropout)
         self.context = context_stack(config)
         self.context_norm = RMSNorm(d)
@@ -162,7 +165,7 @@ class HyMaTE(nn.Module):
     def encode(self, batch: EventBatch) -> Tensor:
         """Steps 1-2: the contextual embedding of every event, [B, L, d] (0 at padding). Causal."""
         mask = batch.mask
-        h = self.embed_drop(embed_triplets(self, batch.variables, batch.values, batch.times)) * mask.unsqueeze(-1)
+        h = self.embed_drop(embed_triplets(self, batch.variables, batch.values, batch.times, batch.present)) * mask.unsqueeze(-1)
         h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         return self.context_norm(h) * mask.unsqueeze(-1)
 

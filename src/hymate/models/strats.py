@@ -53,6 +53,7 @@ class STraTSConfig:
     mamba_ffn: bool = False
     context_dropout: float = 0.0
     recompute_context: bool = False  # see `hymate.nn.layers.run_context`
+    present_values: bool = False  # a learned embedding for events without a value (MEDS codes without numbers)
     n_outputs: int = 1
     scan_backend: str = "auto"
 
@@ -101,6 +102,8 @@ class STraTS(nn.Module):
         self.variable_embedding = nn.Embedding(V + 1, d, padding_idx=0)
         self.value_embedding = ContinuousValueEmbedding(d)
         self.time_embedding = ContinuousValueEmbedding(d)
+        # "present": the value of an event without one (see `embed_triplets`); only when the data have such events
+        self.present_embedding = nn.Parameter(torch.randn(d) * 0.02) if config.present_values else None
 
         self.context = context_stack(config)
         self.context_norm = RMSNorm(d) if config.n_mamba_layers > 0 else None
@@ -116,7 +119,7 @@ class STraTS(nn.Module):
     def forward(self, batch: EventBatch) -> ModelOutput:
         mask = batch.mask
         keep = mask.unsqueeze(-1)
-        h = embed_triplets(self, batch.variables * mask, batch.values, batch.times) * keep
+        h = embed_triplets(self, batch.variables * mask, batch.values, batch.times, batch.present) * keep
         h = run_context(self.context, h, mask, self.config.recompute_context and self.training)
         if self.context_norm is not None:
             h = self.context_norm(h) * keep

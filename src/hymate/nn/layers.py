@@ -36,14 +36,20 @@ class ContinuousValueEmbedding(nn.Module):
         return self.net(x.unsqueeze(-1))
 
 
-def embed_triplets(owner: nn.Module, variables: Tensor, values: Tensor, times: Tensor) -> Tensor:
+def embed_triplets(owner: nn.Module, variables: Tensor, values: Tensor, times: Tensor, present: Tensor | None = None) -> Tensor:
     """E_var[variable] + CVE_value(value) + CVE_time(time), [B, L, d], for [B, L] events.
 
-    `owner` is any module with the attributes of `TripletEmbedding` (`variable_embedding`,
+    The embeddings are the owner's (`variable_embedding`, a padding-0 `nn.Embedding`;
     `value_embedding`, `time_embedding`): HyMaTE and STraTS hold them as their own attributes, so
-    that their parameter names (the keys of their checkpoints) stay as they were. Padding is not
-    masked here: callers multiply by their mask."""
-    return owner.variable_embedding(variables) + owner.value_embedding(values) + owner.time_embedding(times)
+    their checkpoints keep their parameter names. An event without a value (`present`, [B, L]
+    bool: a MEDS code with no numeric value, a diagnosis) takes the owner's learned
+    `present_embedding` in place of CVE_value, so "present" is apart from every number.
+    """
+    value = owner.value_embedding(values)
+    vector = getattr(owner, "present_embedding", None)
+    if present is not None and vector is not None:
+        value = torch.where(present.unsqueeze(-1), vector, value)
+    return owner.variable_embedding(variables) + value + owner.time_embedding(times)
 
 
 class TripletEmbedding(nn.Module):

@@ -1,20 +1,31 @@
-"""Every task by name. A new task joins by adding its declaration to a module listed here."""
+"""Every task by name. A new task joins by adding its declaration to a module listed here.
+
+MEDS tasks are not declared here: a MEDS label file is the task (`hymate.tasks.meds`), so
+`get_task("meds", PATH)` builds it from the file.
+"""
 
 from __future__ import annotations
 
+from hymate.data import meds
 from hymate.errors import HymateError
 from hymate.tasks import physionet2012, physionet2019
 from hymate.tasks.base import Task
+from hymate.tasks.meds import label_task
 
 TASKS: dict[str, Task] = {t.name: t for t in (*physionet2012.TASKS, *physionet2019.TASKS)}
 DEFAULT_TASK = {"physionet2012": "physionet2012-mortality", "physionet2019": "physionet2019-sepsis-online"}
 
 
 def get_task(dataset_or_task: str, task: str | None = None) -> Task:
-    """A task by full name, or by dataset and the task's short name (default: the dataset's first task)."""
+    """A task by full name, or by dataset and the task's short name (default: the dataset's first
+    task); for MEDS, by the path of its label file or folder."""
     if task is None and dataset_or_task in TASKS:
         return TASKS[dataset_or_task]
-    datasets = sorted({t.dataset for t in TASKS.values()})
+    if dataset_or_task == meds.NAME:
+        if task is None:
+            raise HymateError("a MEDS dataset's task is a MEDS label file: pass --task PATH (a .parquet file or a folder of them)")
+        return label_task(task)
+    datasets = sorted({t.dataset for t in TASKS.values()} | {meds.NAME})
     if dataset_or_task not in datasets:
         raise HymateError(f"unknown dataset or task {dataset_or_task!r}; datasets: {', '.join(datasets)}; "
                           f"tasks: {', '.join(TASKS)}")  # fmt: skip

@@ -13,6 +13,8 @@ task's view that have a label.
   train/validation, i.e. ~70/10/20.
 - ``a2b``: train/validation on source group A (9:1), test on all of group B (P19's hospitals:
   external validation). Needs groups A and B.
+- ``meds``: a MEDS dataset's own ``subject_splits.parquet`` (train / tuning / held_out become
+  train / validation / test); nothing is drawn.
 
 A protocol a task's data cannot support is a clear error, never a silent switch to another.
 A split file records the ids of each part, the task, protocol, seed, split index, a fingerprint
@@ -100,6 +102,7 @@ class Protocol:
     draw: Callable[[np.ndarray, np.ndarray, np.ndarray, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
     n_splits: int = 1
     needs: tuple[str, ...] = ()  # source groups (stays.split_group) the protocol reads
+    drawn: bool = True  # False: the parts are given by the data (no random draw, no minimum size)
 
 
 def _strats(ids, strata, groups, seed):
@@ -133,6 +136,10 @@ def _a2b(ids, strata, groups, seed):
     return [(train, val, ids[groups == "B"])]
 
 
+def _meds(ids, strata, groups, seed):
+    return [(ids[groups == "train"], ids[groups == "tuning"], ids[groups == "held_out"])]
+
+
 PROTOCOLS = {
     p.name: p
     for p in (
@@ -140,6 +147,8 @@ PROTOCOLS = {
         Protocol("splits5", "five stratified 80/10/10 splits", _splits5, 5),
         Protocol("kfold5", "five folds; the rest of each split 8:1 into train/validation", _kfold5, 5),
         Protocol("a2b", "train/validation on source group A (9:1), test on group B", _a2b, 1, ("A", "B")),
+        Protocol("meds", "the dataset's own subject_splits.parquet: train / tuning (validation) / held_out (test)",
+                 _meds, 1, ("train", "tuning", "held_out"), drawn=False),
     )
 }
 
@@ -174,7 +183,7 @@ def make_splits(view: EventData, task, protocol: str, seed: int = 0) -> list[Spl
     ids = per_stay.get_column("stay_id").to_numpy()
     strata = per_stay.get_column("stratum").to_numpy()
     counts = np.bincount(strata - strata.min()) if len(strata) else np.array([])
-    if len(ids) < 10 or counts[counts > 0].min(initial=len(ids)) < 2:
+    if spec.drawn and (len(ids) < 10 or counts[counts > 0].min(initial=len(ids)) < 2):
         raise DataError(f"too few labelled stays to draw {protocol} splits for {task.name}: {len(ids)} stays, "
                         f"strata sizes {counts[counts > 0].tolist()}")  # fmt: skip
     fp = stays_fingerprint(view)

@@ -121,6 +121,8 @@ class NeuralEstimator:
         objective = Objective(kind, self.task.selection_metric, pos_weight, **({
             "target_mean": self.target["mean"], "target_sd": self.target["sd"]} if self.target else {}))  # fmt: skip
         options = {**self.model_options, "n_outputs": self.task.n_outputs}
+        if "present_values" in model_option_names(self.name) and view.events.get_column("value").null_count():
+            options["present_values"] = True  # events without a value (MEDS codes): embedded as "present"
         self.model = build_model(self.name, self.normalizer.n_variables, len(self.normalizer.static_names), options)
         module = OutcomeModule(self.model, self.train, objective)
         fit = fit_and_select(
@@ -263,7 +265,8 @@ def make_estimator(name: str, task: Task, train: TrainConfig, model_options: dic
 
 
 def _write_config(folder: Path, task: Task, config: dict) -> None:
-    described = {"format_version": FORMAT_VERSION, "label_type": task.label_type}
+    described = {"format_version": FORMAT_VERSION, "label_type": task.label_type,
+                 **({"task_spec": task.spec} if task.spec else {})}  # fmt: skip
     versions = {"hymate_version": hymate.__version__, "torch_version": torch.__version__}
     write_atomic(folder / "config.json", json.dumps({**described, **config, **versions}, indent=1, default=str))
 
@@ -281,6 +284,11 @@ def load_checkpoint(folder: Path):
     if not isinstance(raw, dict):
         raise CheckpointError(f"{file}: expected a JSON object, got {type(raw).__name__}")
     check_format(raw, file)
+    if isinstance(raw.get("task_spec"), dict):  # a task built from a file (MEDS labels): rebuilt from its spec
+        from hymate.tasks.meds import task_from_spec
+
+        task = task_from_spec(raw["task_spec"], file)
+        TASKS = {**TASKS, task.name: task}
     if raw.get("task") not in TASKS:
         raise CheckpointError(f"checkpoint task {raw.get('task')!r} is unknown to this version of hymate "
                               f"(known: {', '.join(TASKS)})")  # fmt: skip

@@ -128,7 +128,8 @@ def score_times(model: torch.nn.Module, events: EventBatch, prefix: torch.Tensor
         keep = slots < prefix[:, k].clamp(min=1).unsqueeze(1)  # a model without an hourly forward needs one event:
         real = slots < prefix[:, k].unsqueeze(1)  # a null one (variable 0, no value) when none is visible yet
         cut = EventBatch(events.times * real, events.variables * real, events.values * real, events.mask & keep,
-                         events.statics, events.labels, events.stay_ids, query_times[:, k])  # fmt: skip
+                         events.statics, events.labels, events.stay_ids, query_times[:, k],
+                         None if events.present is None else events.present & real)  # fmt: skip
         outs.append(model(cut).logits)
     return torch.stack(outs, dim=1)
 
