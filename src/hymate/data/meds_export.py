@@ -67,7 +67,7 @@ def export_meds(data: EventData, out: Path | str, tasks=(), split=None, shards: 
     summary = {"out": str(out), "subjects": len(subjects), "events": data.events.height,
                "static_measurements": table.get_column("time").null_count(), "rows": table.height,
                "shards": n_shards, "labels": {short: frame.height for short, (_, frame) in labels.items()},
-               "split": split.name if split is not None else None}  # fmt: skip
+               "split": split.name if split is not None else None, "meds_version": meds.__version__}  # fmt: skip
     with atomic_folder(out) as tmp:
         (tmp / meds.data_subdirectory).mkdir()
         ids = table.get_column("subject_id").to_numpy()
