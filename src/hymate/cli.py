@@ -731,7 +731,7 @@ def export_meds(
     out: Annotated[Path, typer.Argument(help="The MEDS dataset folder to write (new, or empty, or --force).")],
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    task_names: Annotated[list[str] | None, typer.Option("--task", help="A task whose labels to write (repeatable; default: every task of the dataset).")] = None,
+    task_names: Annotated[list[str] | None, typer.Option("--task", metavar="TASK", help="A task whose labels to write (repeatable; default: every task of the dataset).")] = None,
     protocol: Annotated[str | None, typer.Option(help="Protocol of the subject splits (default: the split task's first).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subject splits.")] = 0,
     split_index: Annotated[int, typer.Option("--split", help="Which split of the protocol.")] = 0,

@@ -167,6 +167,8 @@ def test_the_export_meds_command_writes_and_reports_and_refuses_bad_input(tmp_pa
     for task in tasks_of("physionet2012"):
         assert f"labels/{task.short}.parquet" in out
     assert (tmp_path / "cache" / "splits" / "physionet2012-mortality-strats-seed0-split0.json").exists()
+    metadata = json.loads((tmp_path / "out" / meds.dataset_metadata_filepath).read_text())
+    assert len(metadata["dataset_version"]) == 64  # the prepared data's cache key
     # one task, another protocol's split
     result = runner.invoke(app, ["export", "meds", "physionet2012", str(tmp_path / "one"), *where, "--task", "los-days",
                                  "--protocol", "kfold5", "--split", "3"])  # fmt: skip
