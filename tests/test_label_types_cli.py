@@ -24,6 +24,7 @@ from hymate.serve.predict import score
 from hymate.tasks.registry import get_task
 from hymate.tasks.splits import Split
 from hymate.train.estimators import load_checkpoint
+from tests.evaluate.test_report_meds import check_meds_predictions
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 runner = CliRunner()
@@ -129,6 +130,10 @@ def test_the_report_has_the_label_types_metrics_cis_summary_and_plots(runs, kind
     frame = pl.read_parquet(report / "predictions.parquet")
     assert frame.height == 150 and frame["stay_id"].n_unique() == 150 and frame["label"].null_count() == 0
     assert set(COLUMNS[kind]) <= set(frame.columns)
+    if kind == "binary":  # and in the meds-evaluation schema
+        assert check_meds_predictions(report).height == 150
+    else:
+        assert not (report / "predictions_meds.parquet").exists()
 
 
 @pytest.mark.parametrize("kind", list(TASKS))

@@ -720,6 +720,62 @@ def doctor(
     console.print(table)
 
 
+export_app = typer.Typer(help="Write a prepared dataset in another format.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("meds")
+@friendly_errors
+def export_meds(
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. physionet2012.")],
+    out: Annotated[Path, typer.Argument(help="The MEDS dataset folder to write (new, or empty, or --force).")],
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    task_names: Annotated[list[str] | None, typer.Option("--task", metavar="TASK", help="A task whose labels to write (repeatable; default: every task of the dataset).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Protocol of the subject splits (default: the split task's first).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subject splits.")] = 0,
+    split_index: Annotated[int, typer.Option("--split", help="Which split of the protocol.")] = 0,
+    shards: Annotated[int | None, typer.Option(help="Number of data files (default: one per 10,000 subjects).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists and is not empty.", metavar="")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write a dataset as MEDS 0.4: data shards, codes, dataset metadata, subject splits and one label file per task.
+
+    The subject splits are one split file's (the first --task's, else the dataset's default task's).
+    Times are 2000-01-01 + hours since admission; statics are codes STATIC//<name> with a null time."""
+    from hymate.data.meds_export import export_meds as write_meds
+    from hymate.data.store import cache_dir as resolve_cache
+    from hymate.data.store import load_dataset
+    from hymate.tasks.registry import get_task, tasks_of
+    from hymate.tasks.splits import load_or_make_splits
+
+    tasks = [get_task(dataset, name) for name in task_names] if task_names else tasks_of(dataset)
+    tasks = list(dict.fromkeys(tasks))
+    split_task = tasks[0] if task_names else get_task(dataset)
+    protocol = protocol or split_task.protocols[0]
+    if protocol not in split_task.protocols:
+        raise HymateError(f"task {split_task.name} does not use the {protocol!r} protocol; its protocols: "
+                          f"{', '.join(split_task.protocols)}")  # fmt: skip
+    if not 0 <= split_index < _n_splits(protocol):
+        raise HymateError(f"--split {split_index}: the {protocol} protocol has splits 0 to {_n_splits(protocol) - 1}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise HymateError(f"{out} exists and is not an empty folder; choose another or pass --force to replace it")
+    data = load_dataset(dataset, data_dir, cache_dir, progress=not quiet)
+    split = load_or_make_splits(split_task.view(data), split_task, protocol, seed, resolve_cache(cache_dir) / "splits")[split_index]
+    written = write_meds(data, out, tasks, split, shards, force=force)
+    console.print(f"[bold]{escape(str(out))}[/]: MEDS {escape(written['meds_version'])} dataset of {dataset}: "
+                  f"{written['subjects']:,} subjects, {written['events']:,} events + {written['static_measurements']:,} "
+                  f"static measurements in {written['shards']} shard{'s' if written['shards'] > 1 else ''} "
+                  f"(data/0..{written['shards'] - 1}.parquet)")  # fmt: skip
+    console.print(f"subject splits of {split.name}: {len(split.train):,} train, {len(split.val):,} tuning, "
+                  f"{len(split.test):,} held_out")  # fmt: skip
+    table = Table("label file", "task", "label type", "rows", title="labels (rows with a known label)")
+    for task in tasks:
+        table.add_row(f"labels/{task.short}.parquet", task.name, task.label_type, f"{written['labels'][task.short]:,}")
+    console.print(table)
+
+
 def _print_exclusions(report: dict) -> None:
     """The table of every loss `report` counts (hymate.data.losses); data text shown as written."""
     from hymate.data.losses import losses

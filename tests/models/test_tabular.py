@@ -25,6 +25,7 @@ from hymate.tasks.splits import make_splits, subsample
 from hymate.train import estimators
 from hymate.train.module import TrainConfig
 from hymate.train.run import run_one
+from tests.evaluate.test_report_meds import check_meds_predictions
 from tests.models.test_hymate_hourly import hourly_data
 
 WINDOW = 48.0
@@ -227,6 +228,7 @@ def test_baseline_on_real_p12_reaches_auroc_and_writes_its_report(mortality, tmp
     folder = tmp_path / "strats-split0-seed0"
     for name in ("metrics.json", "predictions.parquet", "summary.md", "roc.png", "pr.png", "calibration.png"):
         assert (folder / "report" / name).exists(), name
+    assert check_meds_predictions(folder / "report").height == len(split.test)
     for name in ("config.json", "features.json", "lightgbm.txt" if model == "lightgbm" else "logreg.safetensors"):
         assert (folder / "checkpoint" / name).exists(), name
     stored = json.loads((folder / "report" / "metrics.json").read_text())

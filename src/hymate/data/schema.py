@@ -15,8 +15,11 @@ An `EventData` holds four Polars tables:
 MEDS (Medical Event Data Standard) stores ``subject_id, time, code, numeric_value`` and labels
 as ``subject_id, prediction_time, boolean_value``. The map is column-for-column: stay_id ->
 subject_id, variable -> code, value -> numeric_value; time becomes a timestamp by adding the
-hours to a fixed anchor (PhysioNet records carry no calendar dates); statics become events with
-a null time, as MEDS stores static measurements.
+hours to a fixed anchor, 2000-01-01 (PhysioNet records carry no calendar dates), rounded to the
+microsecond (`meds_time`; `meds_hours` is its exact inverse on whole minutes); statics become
+measurements with a null time and the code ``STATIC//<column>``, as MEDS stores static
+measurements. A task's labels take the value column of its label type (`MEDS_LABEL_COLUMNS`).
+`hymate.data.meds_export` writes this map as a MEDS dataset on disk.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ STAY_SCHEMA = {"stay_id": pl.Int64, "split_group": pl.String, "n_events": pl.Int
 
 # PhysioNet times are relative; MEDS needs timestamps. Every stay is anchored here.
 MEDS_ANCHOR = dt.datetime(2000, 1, 1)
+US_PER_HOUR, US_PER_MINUTE = 3_600_000_000, 60_000_000
+# A static descriptor (age, gender, ...) is a MEDS measurement with a null time and this code
+# prefix: column "Age" of the statics table is code "STATIC//Age".
 STATIC_CODE_PREFIX = "STATIC//"
+# The MEDS label value column (and its Polars type) of each label type.
+MEDS_LABEL_COLUMNS = {"binary": ("boolean_value", pl.Boolean), "multiclass": ("integer_value", pl.Int64),
+                      "regression": ("float_value", pl.Float32)}  # fmt: skip
 
 
 @dataclass
@@ -90,12 +99,12 @@ class EventData:
         return cls(name=name, report=report, **tables)
 
     # --- MEDS --------------------------------------------------------------------------
-    def to_meds(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Return (data, labels) frames in MEDS layout; statics become null-time codes."""
-        anchor = pl.lit(MEDS_ANCHOR)
+    def meds_data(self) -> pl.DataFrame:
+        """The events and statics as one MEDS data table (subject_id, time, code, numeric_value),
+        sorted by subject, each subject's static measurements (null time) first, then by time."""
         data = self.events.select(
             pl.col("stay_id").alias("subject_id"),
-            (anchor + pl.duration(microseconds=(pl.col("time") * 3.6e9).round().cast(pl.Int64))).alias("time"),
+            meds_time(pl.col("time")).alias("time"),
             pl.col("variable").alias("code"),
             pl.col("value").cast(pl.Float32).alias("numeric_value"),
         )
@@ -112,15 +121,44 @@ class EventData:
                     pl.col("numeric_value").cast(pl.Float32),
                 )
             )
-            data = pl.concat([statics, data.with_columns(pl.col("time").cast(pl.Datetime("us")))])
-        labels = self.labels.select(
+            data = pl.concat([statics, data])
+        return data.sort("subject_id", "time", nulls_last=False, maintain_order=True)
+
+    def meds_labels(self, label_type: str | None = None) -> pl.DataFrame:
+        """The labels as a MEDS label table: subject_id, prediction_time and the value column of
+        `label_type` (binary -> boolean_value, multiclass -> integer_value, regression -> float_value;
+        default: boolean_value for a reader's boolean outcome, else float_value); rows with an
+        unknown (null) label are left out, as MEDS label values are never null."""
+        label_type = label_type or ("binary" if self.labels.schema["label"] == pl.Boolean else "regression")
+        if label_type not in MEDS_LABEL_COLUMNS:
+            raise DataError(f"no MEDS label column for label type {label_type!r}; known: {', '.join(MEDS_LABEL_COLUMNS)}")
+        column, dtype = MEDS_LABEL_COLUMNS[label_type]
+        value = pl.col("label") == 1 if label_type == "binary" else pl.col("label").cast(dtype)
+        return self.labels.filter(pl.col("label").is_not_null()).select(
             pl.col("stay_id").alias("subject_id"),
-            (anchor + pl.duration(microseconds=(pl.col("prediction_time") * 3.6e9).round().cast(pl.Int64)))
-            .cast(pl.Datetime("us"))
-            .alias("prediction_time"),
-            pl.col("label").alias("boolean_value" if self.labels.schema["label"] == pl.Boolean else "float_value"),
+            meds_time(pl.col("prediction_time")).alias("prediction_time"),
+            value.alias(column),
         )
-        return data.sort("subject_id", "time", nulls_last=False, maintain_order=True), labels
+
+    def to_meds(self, label_type: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(data, labels) in MEDS layout: `meds_data()` and `meds_labels(label_type)`."""
+        return self.meds_data(), self.meds_labels(label_type)
+
+
+def meds_time(hours: pl.Expr) -> pl.Expr:
+    """Hours since admission -> a MEDS timestamp: `MEDS_ANCHOR` plus the hours, rounded to the
+    microsecond (PhysioNet's whole minutes and whole hours are exact)."""
+    return (pl.lit(MEDS_ANCHOR) + pl.duration(microseconds=(hours * US_PER_HOUR).round().cast(pl.Int64))).cast(pl.Datetime("us"))
+
+
+def meds_hours(time: pl.Expr) -> pl.Expr:
+    """A MEDS timestamp -> hours since `MEDS_ANCHOR`, the inverse of `meds_time`. Computed as
+    whole hours + minutes / 60 (the sub-minute rest added to the minutes), the form the readers
+    compute their times in, so that P12's whole minutes and P19's whole hours come back as the
+    very float they were, not one rounding away."""
+    us = (time - pl.lit(MEDS_ANCHOR)).dt.total_microseconds()
+    minutes = (us % US_PER_HOUR // US_PER_MINUTE).cast(pl.Float64) + (us % US_PER_MINUTE).cast(pl.Float64) / US_PER_MINUTE
+    return (us // US_PER_HOUR).cast(pl.Float64) + minutes / 60.0
 
 
 def _check_columns(table: str, frame: pl.DataFrame, schema: dict) -> None:

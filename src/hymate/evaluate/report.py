@@ -1,4 +1,5 @@
 """A run's report folder, by label type: metrics JSON, predictions Parquet, Markdown summary, PNG plots.
+A binary run's predictions are also written in the meds-evaluation schema (predictions_meds.parquet).
 
 binary: ROC, precision-recall and calibration curves; multiclass: a confusion matrix and a
 reliability diagram of the top class; regression: predicted against observed values. Every run
@@ -19,6 +20,7 @@ import polars as pl  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve  # noqa: E402
 
+from hymate.data.schema import meds_time  # noqa: E402
 from hymate.evaluate.metrics import METRICS_BY_TYPE  # noqa: E402
 from hymate.io import atomic_path, write_atomic  # noqa: E402
 
@@ -65,6 +67,9 @@ def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: d
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "predictions.parquet") as tmp:
         frame.write_parquet(tmp)
+    if task.label_type == "binary":
+        with atomic_path(folder / "predictions_meds.parquet") as tmp:
+            meds_predictions(frame).write_parquet(tmp)
     labelled = frame.filter(pl.col("label").is_not_null())
     y = labelled.get_column("label").to_numpy()
     kind = task.label_type
@@ -96,6 +101,22 @@ def write_report(folder: Path, title: str, task, frame: pl.DataFrame, metrics: d
     lines += ["", " ".join(f"![{f}]({f}.png)" for f in figures)]
     write_atomic(folder / "summary.md", "\n".join(lines) + "\n")
     write_atomic(folder / "metrics.json", json.dumps({"metrics": metrics, "ci95": ci, **info}, indent=1, default=str))
+
+
+def meds_predictions(frame: pl.DataFrame) -> pl.DataFrame:
+    """A binary run's predictions in the meds-evaluation schema (github.com/kamilest/meds-evaluation,
+    `schema.BINARY_CLASSIFICATION_SCHEMA_DICT`): subject_id, prediction_time (the MEDS timestamp of
+    `hymate.data.schema.meds_time`), boolean_value (the label), predicted_boolean_value (the alarm
+    where the task chose a decision threshold on validation, else probability >= 0.5) and
+    predicted_boolean_probability (calibrated). Rows with an unknown label are left out."""
+    predicted = pl.col("alarm") if "alarm" in frame.columns else pl.col("probability") >= 0.5
+    return frame.filter(pl.col("label").is_not_null()).select(
+        pl.col("stay_id").cast(pl.Int64).alias("subject_id"),
+        meds_time(pl.col("prediction_time")).alias("prediction_time"),
+        (pl.col("label") == 1).alias("boolean_value"),
+        predicted.alias("predicted_boolean_value"),
+        pl.col("probability").cast(pl.Float64).alias("predicted_boolean_probability"),
+    )
 
 
 def _save(fig, path: Path) -> None:
