@@ -11,10 +11,12 @@ What becomes what:
 - events: every row with a time. ``code`` becomes the variable, ``numeric_value`` the value; a
   row without a numeric value (a diagnosis, a medication, a procedure: most of a real EHR) is an
   event whose value is null, "present", which the models embed apart from any number.
-- time: hours since the subject's first timed row (other than ``MEDS_BIRTH``), its *origin*. One
-  clock per subject, so a subject with many prediction times is scored in one pass, as the P19
-  hourly task is; label times are put on the same clock by the task (`hymate.tasks.meds`). The
-  origin is kept per stay (``stays.origin``).
+- time: hours since the subject's *origin*: the dataset's declared time anchor if it has one
+  (``metadata/hymate.json``, which `hymate export meds` writes: PhysioNet's ICU admission, so the
+  round trip gives back the native times exactly), else the subject's first timed row (other
+  than ``MEDS_BIRTH``). One clock per subject, so a subject with many prediction times is scored
+  in one pass, as the P19 hourly task is; label times are put on the same clock by the task
+  (`hymate.tasks.meds`). The origin is kept per stay (``stays.origin``).
 - statics: rows with a null time, one column per code (a ``STATIC//`` prefix, hymate's export
   convention, is dropped): the numeric value, or 1.0 for a code without one. ``MEDS_BIRTH``
   becomes the static ``age`` (years at the origin) unless a static of that name exists.
@@ -31,6 +33,7 @@ two different values for one subject is an error listing the cases.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -41,7 +44,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from flexible_schema.exceptions import SchemaValidationError, TableValidationError
 
-from hymate.data.schema import EventData
+from hymate.data.schema import EventData, hours_since
 from hymate.data.sources import Source
 from hymate.errors import DataError, DataNotFoundError
 
@@ -93,6 +96,7 @@ def read(source: Source, progress: bool = True, require_labels: bool = True) -> 
         _check_shard_schema(path, source.root)
     splits = _subject_splits(source.root)
     metadata = _dataset_metadata(source.root)
+    metadata["hymate"] = hymate_notes(source.root)
     _check_codes(source.root)
     rows = pl.scan_parquet(files, include_file_paths="_file").select(
         pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")), pl.col("code").cast(pl.String),
@@ -107,7 +111,7 @@ def _build(rows: pl.DataFrame, splits: pl.DataFrame | None, metadata: dict, sour
     nulls = rows.filter(pl.col("subject_id").is_null() | pl.col("code").is_null())
     if nulls.height:
         problems.append(f"{nulls.height:,} rows with a null subject_id or code (e.g. in {_rel(nulls.item(0, '_file'), root)})")
-    spread = rows.group_by("subject_id").agg(pl.col("_file").unique()).filter(pl.col("_file").list.len() > 1)
+    spread = rows.group_by("subject_id").agg(pl.col("_file").unique().sort()).filter(pl.col("_file").list.len() > 1)
     if spread.height:
         ex = "; ".join(f"subject {s} in {', '.join(_rel(f, root) for f in fs[:2])}" for s, fs in spread.head(3).iter_rows())
         problems.append(f"{spread.height:,} subjects are in more than one shard (MEDS keeps a subject in one): {ex}")
@@ -135,6 +139,8 @@ def _build(rows: pl.DataFrame, splits: pl.DataFrame | None, metadata: dict, sour
         raise DataError(f"MEDS data under {root}: {conflicts.height:,} static codes have two values for one subject ({ex})")
     timed = rows.filter(pl.col("time").is_not_null())
     origin = timed.filter(pl.col("code") != BIRTH).group_by("subject_id").agg(pl.col("time").min().alias("origin"))
+    if anchor := (metadata.get("hymate") or {}).get("time_anchor"):
+        origin = origin.with_columns(pl.lit(dt.datetime.fromisoformat(anchor)).cast(pl.Datetime("us")).alias("origin"))
     subjects = rows.select("subject_id").unique().sort("subject_id")
     statics = subjects
     if static_rows.height:
@@ -145,7 +151,9 @@ def _build(rows: pl.DataFrame, splits: pl.DataFrame | None, metadata: dict, sour
         age = births.join(origin, on="subject_id").select(
             "subject_id", ((pl.col("origin") - pl.col("_birth")).dt.total_seconds() / (365.25 * 86400)).alias("age"))
         statics = statics.join(age, on="subject_id", how="left")
-    statics = statics.rename({"subject_id": "stay_id"})
+    declared = (metadata.get("hymate") or {}).get("static_columns") or []  # hymate's export lists them all
+    statics = statics.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in declared if c not in statics.columns)
+    statics = statics.select("subject_id", *sorted(c for c in statics.columns if c != "subject_id")).rename({"subject_id": "stay_id"})
 
     # --- events: hours since the subject's origin -----------------------------------------------
     events = (
@@ -153,7 +161,7 @@ def _build(rows: pl.DataFrame, splits: pl.DataFrame | None, metadata: dict, sour
         .join(origin, on="subject_id")
         .select(
             pl.col("subject_id").alias("stay_id"),
-            ((pl.col("time") - pl.col("origin")).dt.total_microseconds() / 3.6e9).alias("time"),
+            hours_since(pl.col("time"), pl.col("origin")).alias("time"),
             pl.col("code").alias("variable"),
             pl.col("numeric_value").alias("value"),
         )
@@ -218,6 +226,21 @@ def _subject_splits(root: Path) -> pl.DataFrame | None:
         raise DataError(f"{_rel(path, root)}: {dupes.get_column('subject_id').n_unique():,} subjects are in two splits, "
                         f"e.g. {dupes.get_column('subject_id').head(3).to_list()}")  # fmt: skip
     return frame
+
+
+def hymate_notes(root: Path) -> dict:
+    """`metadata/hymate.json` (written by `hymate export meds`: the time anchor, each label file's
+    task settings), or {} for a MEDS dataset from elsewhere."""
+    path = Path(root) / "metadata" / "hymate.json"
+    if not path.is_file():
+        return {}
+    try:
+        notes = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(notes, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return notes
 
 
 def _check_codes(root: Path) -> None:

@@ -85,7 +85,7 @@ def export_meds(data: EventData, out: Path | str, tasks=(), split=None, shards: 
         metadata = {k: v for k, v in metadata.items() if v is not None}
         _check(meds.DatasetMetadataSchema, metadata, "metadata/dataset.json")
         write_atomic(tmp / meds.dataset_metadata_filepath, json.dumps(metadata, indent=1))
-        write_atomic(tmp / "metadata" / "hymate.json", json.dumps(_hymate_notes(labels, summary), indent=1))
+        write_atomic(tmp / "metadata" / "hymate.json", json.dumps(_hymate_notes(labels, summary, data), indent=1))
     return summary
 
 
@@ -121,15 +121,18 @@ def _describe(code: str) -> str:
     return f"{text}; static descriptor (a measurement with a null time)" if static else text
 
 
-def _hymate_notes(labels: dict, summary: dict) -> dict:
+def _hymate_notes(labels: dict, summary: dict, data: EventData) -> dict:
     return {
+        # every static column, also one no stay has a value of (MEDS would otherwise lose it)
+        "static_columns": [c for c in data.statics.columns if c != "stay_id"],
         "time": f"{MEDS_ANCHOR.isoformat()} + hours since ICU admission (the source has no calendar dates)",
         "time_anchor": MEDS_ANCHOR.isoformat(),
         "static_code_prefix": STATIC_CODE_PREFIX,
         "split": summary["split"],
         "labels": {short: {"task": task.name, "label_type": task.label_type,
                            "value_column": MEDS_LABEL_COLUMNS[task.label_type][0], "classes": list(task.classes),
-                           "rows": summary["labels"][short]}  # fmt: skip
+                           "rows": summary["labels"][short], "categorical_statics": list(task.categorical_statics),
+                           "window_hours": task.window_hours, "lookback_hours": task.lookback_hours}  # fmt: skip
                    for short, (task, _) in labels.items()},
     }
 

@@ -156,7 +156,12 @@ def meds_hours(time: pl.Expr) -> pl.Expr:
     whole hours + minutes / 60 (the sub-minute rest added to the minutes), the form the readers
     compute their times in, so that P12's whole minutes and P19's whole hours come back as the
     very float they were, not one rounding away."""
-    us = (time - pl.lit(MEDS_ANCHOR)).dt.total_microseconds()
+    return hours_since(time, pl.lit(MEDS_ANCHOR))
+
+
+def hours_since(time: pl.Expr, origin: pl.Expr) -> pl.Expr:
+    """Hours from `origin` to `time` (timestamps), computed as `meds_hours` computes them."""
+    us = (time - origin).dt.total_microseconds()
     minutes = (us % US_PER_HOUR // US_PER_MINUTE).cast(pl.Float64) + (us % US_PER_MINUTE).cast(pl.Float64) / US_PER_MINUTE
     return (us // US_PER_HOUR).cast(pl.Float64) + minutes / 60.0
 

@@ -166,6 +166,8 @@ def stage_stay_files(dataset: str, path: Path, into: Path) -> Path | None:
     (returned); None when `path` is a data location already (or holds no stay files: then the
     usual data-location message explains what is expected)."""
     _check_name(dataset)
+    if dataset not in _STAY_FILES:  # a MEDS dataset has no per-stay files: a data location only
+        return None
     pattern, named, folder = _STAY_FILES[dataset]
     path = Path(path).expanduser()
     if path.is_file() and not is_archive(path):

@@ -94,13 +94,18 @@ def label_task(path: Path | str, lookback_hours: float | None = None, window_hou
     """The task a MEDS label file declares (see the module docstring)."""
     path = Path(path).expanduser()
     labels, column = read_labels(path)
+    # A label file of `hymate export meds` carries its task's settings (metadata/hymate.json of its dataset).
+    notes = meds_reader.hymate_notes(path.parent.parent).get("labels", {}).get(path.stem, {}) if path.is_file() else {}
     classes: list[str] = []
     if VALUE_COLUMNS[column] == "multiclass":
         classes = [str(v) for v in sorted(labels.get_column("value").unique().to_list())]
-        if len(classes) < 2:
+        if len(classes) < 2 and not (column == "integer_value" and len(notes.get("classes") or []) >= 2):
             raise DataError(f"labels at {path}: a multiclass task needs two classes or more; {column} holds {classes}")
-    spec = {"labels": str(path.resolve()), "column": column, "classes": classes, "lookback_hours": lookback_hours,
-            "window_hours": float(window_hours or lookback_hours or DEFAULT_WINDOW_HOURS)}  # fmt: skip
+    lookback = lookback_hours if lookback_hours is not None else notes.get("lookback_hours")
+    spec = {"labels": str(path.resolve()), "column": column, "classes": classes, "lookback_hours": lookback,
+            "window_hours": float(window_hours or notes.get("window_hours") or lookback or DEFAULT_WINDOW_HOURS),
+            "class_names": notes.get("classes") if column == "integer_value" else None,
+            "categorical_statics": list(notes.get("categorical_statics", []))}  # fmt: skip
     return _task(spec, labels)
 
 
@@ -110,7 +115,9 @@ def task_from_spec(spec: dict, file: Path | None = None) -> Task:
     try:
         if spec["column"] not in VALUE_COLUMNS:
             raise ValueError(f"unknown value column {spec['column']!r}")
-        return _task({k: spec[k] for k in ("labels", "column", "classes", "lookback_hours", "window_hours")}, None)
+        keys = ("labels", "column", "classes", "lookback_hours", "window_hours")
+        return _task({**{k: spec[k] for k in keys}, "class_names": spec.get("class_names"),
+                      "categorical_statics": list(spec.get("categorical_statics") or [])}, None)  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{file}: field 'task_spec' is not a MEDS task spec ({exc})") from None
 
@@ -128,6 +135,8 @@ def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
         rows = cache["labels"]
         if label_type == "binary":
             rows = rows.with_columns(pl.col("value").cast(pl.Float64))
+        elif label_type == "multiclass" and spec.get("class_names"):
+            rows = rows.with_columns(pl.col("value").cast(pl.Float64))  # already class indices (hymate's export)
         elif label_type == "multiclass":
             index = {c: k for k, c in enumerate(classes)}
             unknown = rows.filter(~pl.col("value").cast(pl.String).is_in(list(classes)))
@@ -155,7 +164,10 @@ def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
     return Task(
         name=task_name(path), short=str(path), dataset=meds_reader.NAME,
         description=f"MEDS labels {path.name} ({column}{counted})",
-        label_type=label_type, build=build, classes=classes,
+        label_type=label_type, build=build,
+        # integer classes written by `hymate export meds` are indices of its named classes
+        classes=tuple(spec["class_names"]) if spec.get("class_names") and len(spec["class_names"]) >= len(classes) else classes,
+        categorical_statics=tuple(spec["categorical_statics"]),
         window_hours=float(spec["window_hours"]), lookback_hours=spec["lookback_hours"],
         protocols=PROTOCOLS, model_defaults={"query_time": True},
         positive_label=f"{column} true" if label_type == "binary" else "positive",
