@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,3 +254,25 @@ def test_recomputing_the_context_gives_the_same_gradients_and_keeps_less():
         assert torch.allclose(grads[0][k], grads[1][k], atol=1e-5), k
     kept = [saved_bytes(lambda m=m: m(batch).logits) for m in (plain, recompute)]
     assert kept[1] < 0.6 * kept[0]
+
+
+def test_an_event_without_a_value_is_embedded_apart_from_every_number():
+    """MEDS codes without a numeric value arrive as NaN, travel as `present` (value 0), and take the
+    model's learned present vector: flipping the flag moves the output; without the option the
+    model has no such parameter (old checkpoints keep loading)."""
+    from hymate.data.batching import collate
+
+    items = [{"times": np.array([0.0, 0.5], np.float32), "variables": np.array([1, 2]), "values": np.array([np.nan, 0.0], np.float32),
+              "statics": np.zeros(S, np.float32), "label": 1.0, "stay_id": 7}]  # fmt: skip
+    batch = collate(items)
+    assert batch.present.tolist() == [[True, False]] and batch.values.tolist() == [[0.0, 0.0]]
+    assert collate([{**items[0], "values": np.array([1.0, 0.0], np.float32)}]).present is None
+    m = model(present_values=True)
+    with_flag = m(batch).logits
+    without = m(EventBatch(batch.times, batch.variables, batch.values, batch.mask, batch.statics, batch.labels, batch.stay_ids)).logits
+    assert not torch.allclose(with_flag, without)
+    for value in (-3.0, 0.0, 3.0):  # no number stands in for "present"
+        as_number = EventBatch(batch.times, batch.variables, torch.tensor([[value, 0.0]]), batch.mask, batch.statics,
+                               batch.labels, batch.stay_ids)  # fmt: skip
+        assert not torch.allclose(with_flag, m(as_number).logits)
+    assert "present_embedding" not in dict(model().named_parameters())
