@@ -37,6 +37,9 @@ def test_a_tiny_hymate_trains_on_meds_and_its_checkpoint_serves_every_command(tr
     root, common, run = trained
     report = json.loads((run / "report" / "metrics.json").read_text())
     assert report["row"]["task"] == "meds-boolean_value_task" and report["row"]["protocol"] == "meds"
+    # min count 10 over the 4 training subjects: HR and TEMP (12 events each) stay; the three ADMISSION//
+    # codes (4 events) fold into ADMISSION//OTHER, DISCHARGE (4) into OTHER
+    assert report["vocabulary"] == {"codes": 4, "min_count": 10, "rare_codes_folded": 4, "rare_events_folded": 8}
     config = json.loads((run / "checkpoint" / "config.json").read_text())
     assert config["task_spec"]["column"] == "boolean_value" and config["config"]["present_values"] is True
     predictions = pl.read_parquet(run / "report" / "predictions.parquet")

@@ -74,3 +74,25 @@ def test_outliers_are_clipped_and_unknown_variables_rejected():
     assert norm.encode_events(unknown, unknown="drop").height == 0
     with pytest.raises(DataError, match="NaN"):
         norm.encode_events(events.head(1).with_columns(pl.lit(float("nan")).alias("value")))
+
+
+def test_rare_and_unseen_codes_read_as_their_prefix_other_token():
+    import polars as pl
+
+    from hymate.data.normalize import Normalizer
+    from hymate.data.schema import EventData
+
+    codes = ["LAB//K"] * 5 + ["LAB//Mg"] * 2 + ["DX//I10"] * 1 + ["HR"] * 5 + ["SEX"] * 1
+    events = pl.DataFrame({"stay_id": [1] * len(codes), "time": [float(i) for i in range(len(codes))], "variable": codes,
+                           "value": [1.0] * len(codes)})  # fmt: skip
+    stays = pl.DataFrame({"stay_id": [1], "split_group": ["x"], "n_events": [len(codes)]})
+    labels = pl.DataFrame({"stay_id": [1], "prediction_time": [20.0], "label": [True]})
+    data = EventData("meds", events, pl.DataFrame({"stay_id": [1]}), labels, stays)
+    norm = Normalizer.fit(data, [1], 24.0, min_count=3)
+    assert norm.variables == ["DX//OTHER", "HR", "LAB//K", "LAB//OTHER", "OTHER"]
+    assert (norm.rare_codes, norm.rare_events) == (3, 4)
+    new = pl.DataFrame({"stay_id": [2] * 4, "time": [0.0, 1.0, 2.0, 3.0], "variable": ["LAB//Na", "DX//E11", "LAB//K", "RX//x"],
+                        "value": [1.0, None, 2.0, 1.0]})  # fmt: skip
+    encoded = norm.encode_events(new, unknown="drop")  # RX//x: no RX//OTHER token, so unknown (dropped)
+    assert [norm.variables[i - 1] for i in encoded.get_column("var_idx")] == ["LAB//OTHER", "DX//OTHER", "LAB//K"]
+    assert Normalizer.fit(data, [1], 24.0).variables == sorted(set(codes))  # min_count 0: off

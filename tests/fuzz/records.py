@@ -182,7 +182,7 @@ def _check_prepared(dataset: str, data) -> None:
     if acc["events"] != data.events.height:
         raise Crash("the accounting's events differ from the events table")
     for stay, t, var, value in data.events.iter_rows():
-        lo, hi = ranges[var]
+        lo, hi = ranges.get(var, (-math.inf, math.inf))
         if not (math.isfinite(value) and lo <= value <= hi and 0 <= t <= window):
             raise Crash(f"event kept out of range: stay {stay}, {var} = {value!r} at {t}")
     if data.stays.height != data.stays.get_column("stay_id").n_unique():

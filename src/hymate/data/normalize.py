@@ -21,6 +21,13 @@ from hymate.errors import DataError
 from hymate.io import write_atomic
 
 CLIP_QUANTILES = (0.001, 0.999)
+OTHER = "OTHER"
+
+
+def other_token(code: pl.Expr) -> pl.Expr:
+    """The "other" token of a code: its prefix's (`LAB//x` -> `LAB//OTHER`), or `OTHER` without one."""
+    prefix = code.str.extract(r"^(.*?)//", 1)
+    return pl.when(prefix.is_not_null()).then(prefix + "//" + OTHER).otherwise(pl.lit(OTHER))
 
 
 @dataclass
@@ -33,6 +40,11 @@ class Normalizer:
     window_hours: float
     static_numeric: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (mean, sd)
     static_categorical: dict[str, list[int]] = field(default_factory=dict)  # name -> categories
+    # Codes seen fewer than `min_count` times in training (and codes never seen, when > 0) are read as
+    # their prefix's "other" token (`other_token`); 0: off, every training variable is its own.
+    min_count: int = 0
+    rare_codes: int = 0  # how many training codes were folded into "other" tokens, and their events
+    rare_events: int = 0
 
     # --- fitting ------------------------------------------------------------------------
     @classmethod
@@ -42,11 +54,19 @@ class Normalizer:
         train_ids: list[int] | np.ndarray,
         window_hours: float,
         categorical: tuple[str, ...] = (),
+        min_count: int = 0,
     ) -> Normalizer:
         ids = pl.Series(np.asarray(train_ids, dtype=np.int64)).implode()
         events = data.events.filter(pl.col("stay_id").is_in(ids))
         if events.height == 0:
             raise DataError("cannot fit normalisation: the training stays have no events")
+        rare_codes = rare_events = 0
+        if min_count > 1:
+            counts = events.group_by("variable").len()
+            rare = counts.filter(pl.col("len") < min_count)
+            rare_codes, rare_events = rare.height, int(rare.get_column("len").sum())
+            is_rare = pl.col("variable").is_in(rare.get_column("variable").implode())
+            events = events.with_columns(pl.when(is_rare).then(other_token(pl.col("variable"))).otherwise(pl.col("variable")).alias("variable"))
         lo_q, hi_q = CLIP_QUANTILES
         stats = (
             events.group_by("variable")
@@ -85,6 +105,9 @@ class Normalizer:
             window_hours=window_hours,
             static_numeric=numeric,
             static_categorical=cats,
+            min_count=min_count,
+            rare_codes=rare_codes,
+            rare_events=rare_events,
         )
 
     # --- applying -----------------------------------------------------------------------
@@ -115,6 +138,11 @@ class Normalizer:
                 "_mean": self.value_mean, "_std": self.value_std,
             }
         )  # fmt: skip
+        if self.min_count > 0:  # a rare or unseen code is read as its prefix's "other" token, where there is one
+            known = pl.col("variable").is_in(pl.Series(self.variables, dtype=pl.String).implode())
+            other = other_token(pl.col("variable"))
+            usable = other.is_in(pl.Series(self.variables, dtype=pl.String).implode())
+            events = events.with_columns(pl.when(~known & usable).then(other).otherwise(pl.col("variable")).alias("variable"))
         joined = events.join(vocab, on="variable", how="left", maintain_order="left")
         unknown_rows = joined.filter(pl.col("var_idx").is_null())
         if unknown_rows.height:

@@ -54,6 +54,7 @@ class Task:
     tabular_grid: dict | None = field(default=None, compare=False)  # LightGBM grid (default: the model's)
     positive_label: str = "positive"  # binary: what label 1 means, in words (reports, explanations)
     label_rule: str = ""  # one line: how the label is made and which stays are left out (for reports)
+    min_code_count: int = 0  # codes rarer in training map to their prefix's "other" token (Normalizer.min_count)
     spec: dict | None = field(default=None, compare=False)  # a task built from a file (MEDS labels): how to rebuild it
 
     def __post_init__(self) -> None:

@@ -16,6 +16,10 @@ the subject's origin (`hymate.data.meds`). A label for a subject with no events 
 a time before the subject's first event (nothing to read), is left out and counted. The clock
 scale of the models (`window_hours`) is the look-back window when one is given, else one week:
 times are embedded as 2 t / window - 1, so long histories want a look-back.
+
+Vocabulary: a code seen fewer than MIN_CODE_COUNT (10) times in the training subjects, and a code
+never seen there, is read as its prefix's "other" token (`LAB//x` -> `LAB//OTHER`, a code without
+a prefix -> `OTHER`); how many codes and events were folded is in the run's report.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from hymate.tasks.base import Task, excluded
 VALUE_COLUMNS = {"boolean_value": "binary", "integer_value": "multiclass", "categorical_value": "multiclass",
                  "float_value": "regression"}  # fmt: skip
 DEFAULT_WINDOW_HOURS = 168.0
+MIN_CODE_COUNT = 10  # a code seen fewer times in the training subjects is read as its prefix's OTHER token
 PROTOCOLS = ("meds", "splits5", "kfold5")
 
 
@@ -167,7 +172,7 @@ def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
         label_type=label_type, build=build,
         # integer classes written by `hymate export meds` are indices of its named classes
         classes=tuple(spec["class_names"]) if spec.get("class_names") and len(spec["class_names"]) >= len(classes) else classes,
-        categorical_statics=tuple(spec["categorical_statics"]),
+        categorical_statics=tuple(spec["categorical_statics"]), min_code_count=MIN_CODE_COUNT,
         window_hours=float(spec["window_hours"]), lookback_hours=spec["lookback_hours"],
         protocols=PROTOCOLS, model_defaults={"query_time": True},
         positive_label=f"{column} true" if label_type == "binary" else "positive",

@@ -102,7 +102,8 @@ class NeuralEstimator:
                                  lookback_hours=self.task.lookback_hours, unknown_variables=unknown)  # fmt: skip
 
     def fit(self, view: EventData, split: Split, folder: Path, progress: bool, resume: bool) -> FitResult:
-        self.normalizer = Normalizer.fit(view, split.train, self.task.window_hours, self.task.categorical_statics)
+        self.normalizer = Normalizer.fit(view, split.train, self.task.window_hours, self.task.categorical_statics,
+                                         min_count=self.task.min_code_count)  # fmt: skip
         # Variables the training stays never had (EtCO2 is absent from P19 hospital A) cannot be used: dropped, counted.
         train_set = self.dataset(view, split.train)
         val_set = self.dataset(view, split.val, unknown="drop")

@@ -173,6 +173,7 @@ def _run_one(task, view, split, model_name, train, folder, model_options, progre
         "split_sha256": split.sha256, "calibration": calibration, "decision": decision, "train": train.to_dict(),
         "model_options": getattr(estimator, "model_options", None), "val_metrics": val_metrics,
         "dropped_unknown_variable_events": {**getattr(estimator, "dropped", {}), "test": test_dropped},
+        "vocabulary": _vocabulary(estimator),
         **(fit.extra or {}),
     }  # fmt: skip
     estimator.save(folder / "checkpoint", meta)  # atomic: all there or not there
@@ -250,3 +251,12 @@ def _best_epoch(history: pl.DataFrame | None) -> int | None:
         return None
     score = history.get_column("val/score").fill_null(-np.inf).to_numpy()
     return int(history.get_column("epoch")[int(np.argmax(score))])
+
+
+def _vocabulary(estimator) -> dict | None:
+    """What the model can tell apart: its codes, and the rare training codes folded into "other" tokens."""
+    normalizer = getattr(estimator, "normalizer", None)
+    if normalizer is None:
+        return None
+    return {"codes": normalizer.n_variables, "min_count": normalizer.min_count,
+            "rare_codes_folded": normalizer.rare_codes, "rare_events_folded": normalizer.rare_events}  # fmt: skip
