@@ -80,3 +80,30 @@ def test_events_after_a_prediction_time_are_never_read(trained, tmp_path):
     assert early.sum() == 2
     np.testing.assert_array_equal(before.filter(early).get_column("probability"), after.filter(early).get_column("probability"))
     assert not np.array_equal(before.get_column("probability"), after.get_column("probability"))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_p12_through_meds_trains_to_the_native_metrics(real_data, tmp_path):
+    """export meds -> train meds gives the test metrics of the native path on the same split and
+    seed, to rounding (MEDS stores values as float32, so the normalisation differs in the 7th digit)."""
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    tiny = ["--train-stays", "200", "--eval-stays", "150", "--epochs", "1", "--d-model", "8", "--mamba-layers", "1",
+            "--max-events", "256", "--seeds", "0", "-q"]  # fmt: skip
+    result = runner.invoke(app, ["export", "meds", "physionet2012", str(tmp_path / "meds"), "--data-dir", str(real_data), *cache, "-q"])
+    assert result.exit_code == 0, result.output
+    native = runner.invoke(app, ["train", "physionet2012", "--protocol", "strats", "--out", str(tmp_path / "native"),
+                                 "--data-dir", str(real_data), *cache, *tiny])  # fmt: skip
+    assert native.exit_code == 0, native.output
+    via_meds = runner.invoke(app, ["train", "meds", "--task", str(tmp_path / "meds" / "labels" / "mortality.parquet"),
+                                   "--protocol", "meds", "--out", str(tmp_path / "meds-run"), "--data-dir", str(tmp_path / "meds"),
+                                   *cache, *tiny])  # fmt: skip
+    assert via_meds.exit_code == 0, via_meds.output
+    a = json.loads((tmp_path / "native" / "strats-split0-seed0" / "report" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "meds-run" / "meds-split0-seed0" / "report" / "metrics.json").read_text())
+    for key in ("auroc", "ap", "brier", "ece"):
+        assert b["metrics"][key] == pytest.approx(a["metrics"][key], abs=1e-4), key
+    pa, pb = (pl.read_parquet(p / "report" / "predictions.parquet") for p in
+              (tmp_path / "native" / "strats-split0-seed0", tmp_path / "meds-run" / "meds-split0-seed0"))  # fmt: skip
+    assert pa.get_column("stay_id").equals(pb.get_column("stay_id")) and pa.get_column("label").equals(pb.get_column("label"))
+    assert np.abs(pa.get_column("probability").to_numpy() - pb.get_column("probability").to_numpy()).max() < 1e-4

@@ -132,7 +132,8 @@ def _hymate_notes(labels: dict, summary: dict, data: EventData) -> dict:
         "labels": {short: {"task": task.name, "label_type": task.label_type,
                            "value_column": MEDS_LABEL_COLUMNS[task.label_type][0], "classes": list(task.classes),
                            "rows": summary["labels"][short], "categorical_statics": list(task.categorical_statics),
-                           "window_hours": task.window_hours, "lookback_hours": task.lookback_hours}  # fmt: skip
+                           "window_hours": task.window_hours, "lookback_hours": task.lookback_hours,
+                           "model_defaults": dict(task.model_defaults), "recipe": dict(task.recipe)}  # fmt: skip
                    for short, (task, _) in labels.items()},
     }
 

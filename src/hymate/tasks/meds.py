@@ -110,7 +110,9 @@ def label_task(path: Path | str, lookback_hours: float | None = None, window_hou
     spec = {"labels": str(path.resolve()), "column": column, "classes": classes, "lookback_hours": lookback,
             "window_hours": float(window_hours or notes.get("window_hours") or lookback or DEFAULT_WINDOW_HOURS),
             "class_names": notes.get("classes") if column == "integer_value" else None,
-            "categorical_statics": list(notes.get("categorical_statics", []))}  # fmt: skip
+            "categorical_statics": list(notes.get("categorical_statics", [])),
+            # the exported task's model options and training recipe (else: the prediction time as an input)
+            "model_defaults": notes.get("model_defaults", {"query_time": True}), "recipe": notes.get("recipe", {})}  # fmt: skip
     return _task(spec, labels)
 
 
@@ -122,7 +124,9 @@ def task_from_spec(spec: dict, file: Path | None = None) -> Task:
             raise ValueError(f"unknown value column {spec['column']!r}")
         keys = ("labels", "column", "classes", "lookback_hours", "window_hours")
         return _task({**{k: spec[k] for k in keys}, "class_names": spec.get("class_names"),
-                      "categorical_statics": list(spec.get("categorical_statics") or [])}, None)  # fmt: skip
+                      "categorical_statics": list(spec.get("categorical_statics") or []),
+                      "model_defaults": dict(spec.get("model_defaults", {"query_time": True})),
+                      "recipe": dict(spec.get("recipe") or {})}, None)  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{file}: field 'task_spec' is not a MEDS task spec ({exc})") from None
 
@@ -174,7 +178,7 @@ def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
         classes=tuple(spec["class_names"]) if spec.get("class_names") and len(spec["class_names"]) >= len(classes) else classes,
         categorical_statics=tuple(spec["categorical_statics"]), min_code_count=MIN_CODE_COUNT,
         window_hours=float(spec["window_hours"]), lookback_hours=spec["lookback_hours"],
-        protocols=PROTOCOLS, model_defaults={"query_time": True},
+        protocols=PROTOCOLS, model_defaults=dict(spec["model_defaults"]), recipe=dict(spec["recipe"]),
         positive_label=f"{column} true" if label_type == "binary" else "positive",
         label_rule=f"MEDS label file {path} ({column}); labels of subjects without events or before their first event left out",
         spec=spec,
