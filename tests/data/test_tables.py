@@ -52,8 +52,9 @@ def stamped(frame: pl.DataFrame, column: str = "time") -> pl.DataFrame:
 
 
 def read(folder, **spec) -> tables.EventData:
-    if spec:
-        tables.write_spec(folder, folder / spec.pop("events"), **spec)
+    if spec:  # table paths relative to the folder
+        spec = {k: folder / v if k in ("events", "statics", "labels") else v for k, v in spec.items()}
+        tables.write_spec(folder, spec.pop("events"), **spec)
     return tables.read(Source(folder), progress=False)
 
 

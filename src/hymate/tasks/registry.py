@@ -53,3 +53,14 @@ def task_from_spec(spec: dict, file=None) -> Task:
 
 def tasks_of(dataset: str) -> list[Task]:
     return [t for t in TASKS.values() if t.dataset == dataset]
+
+
+def tasks_for_data(dataset: str, root) -> list[Task]:
+    """The tasks `hymate prepare` makes split files for: the declared ones, or for a table
+    dataset the label table its spec names (none without one)."""
+    if dataset == tables.NAME:
+        from hymate.data.store import locate
+
+        labels = tables.load_spec(locate(dataset, root)).get("labels")
+        return [table_tasks.label_task(labels)] if labels is not None else []
+    return tasks_of(dataset)
