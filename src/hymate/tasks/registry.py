@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from hymate.data import meds, tables
 from hymate.errors import HymateError
-from hymate.tasks import physionet2012, physionet2019
-from hymate.tasks.base import Task
 from hymate.tasks import meds as meds_tasks
+from hymate.tasks import physionet2012, physionet2019
 from hymate.tasks import tables as table_tasks
+from hymate.tasks.base import Task
 
 TASKS: dict[str, Task] = {t.name: t for t in (*physionet2012.TASKS, *physionet2019.TASKS)}
 DEFAULT_TASK = {"physionet2012": "physionet2012-mortality", "physionet2019": "physionet2019-sepsis-online"}
