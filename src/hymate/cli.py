@@ -107,7 +107,13 @@ def _view(task, data_dir, cache_dir, download=False, progress=True, require_labe
 @app.command()
 @friendly_errors
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. physionet2012.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset name, e.g. physionet2012, or table (your own tables).")],
+    events: Annotated[Path | None, typer.Argument(help="table: the events table (.csv / .parquet, or a folder of them).", show_default=False)] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="table: the label table (stay_id, prediction_time, a value column).", show_default=False)] = None,
+    statics: Annotated[Path | None, typer.Option("--statics", help="table: the statics table (stay_id, one column per static).", show_default=False)] = None,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="table: times are hours, minutes or timestamp.")] = "hours",
+    table_format: Annotated[str, typer.Option("--format", help="table: long (stay_id, time, variable, value), wide, or auto (long if variable and value are columns).")] = "auto",
+    label_type: Annotated[str | None, typer.Option("--label-type", help="table: the type of a 'label' column: binary, multiclass or regression.", show_default=False)] = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     download: Download = False,
@@ -117,13 +123,26 @@ def prepare(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Read a dataset's raw files into the event model, cache it, and write the split files of its tasks."""
+    """Read a dataset's raw files into the event model, cache it, and write the split files of its tasks.
+
+    Your own tables: `hymate prepare table EVENTS --labels LABELS [--statics S] [--time-unit U]`
+    writes the settings to hymate-table.json in --data-dir (default: EVENTS' folder), which
+    `train table --data-dir` / `evaluate` / `predict` then read."""
+    from hymate.data import tables
     from hymate.data.store import cache_dir as resolve_cache
     from hymate.data.store import data_dir as resolve_data
     from hymate.data.store import has_data, load_dataset
-    from hymate.tasks.registry import tasks_of
+    from hymate.tasks.registry import tasks_for_data
     from hymate.tasks.splits import make_splits
 
+    given = [name for name, value in (("EVENTS", events), ("--labels", labels), ("--statics", statics), ("--label-type", label_type),
+                                      ("--time-unit", time_unit != "hours"), ("--format", table_format != "auto")) if value]  # fmt: skip
+    if dataset == tables.NAME and events is not None:
+        data_dir = data_dir or events.expanduser().resolve().parent
+        spec = tables.write_spec(data_dir, events, labels, statics, time_unit, table_format, label_type)
+        console.print(f"table settings written to {escape(str(spec))} (read again by train, evaluate and predict with --data-dir {escape(str(data_dir))})")
+    elif given:
+        raise HymateError(f"{', '.join(given)}: only for `hymate prepare table EVENTS ...` (your own tables)")
     root = resolve_data(data_dir, cache_dir)
     if download and has_data(dataset, root):
         console.print(f"--download: {dataset} is already in {root}; nothing downloaded")
@@ -144,7 +163,7 @@ def prepare(
     def sizes(values: list[int]) -> str:  # one number, or the range over the protocol's splits
         return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
 
-    for task in tasks_of(dataset):
+    for task in tasks_for_data(dataset, root):
         view = task.view(data)
         for reason, entry in view.report["task"].get("excluded_stays", {}).items():
             if entry["count"]:

@@ -28,6 +28,7 @@ _COUNTS = {"outcome_rows_without_record": ("outcome rows", "an Outcomes row whos
 NOT_LOSSES = {
     "records_read", "stays", "events", "hourly_rows", "label_rows", "stays_without_labels",
     "stays_starting_after_hour_1", "stays_without_events", "stays_whose_label_returns_to_0",
+    "rows_read", "valueless_events",  # MEDS and table readers: rows read, events without a value (kept)
 }  # fmt: skip
 
 

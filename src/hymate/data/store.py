@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from hymate.data import meds, physionet2012, physionet2019
+from hymate.data import meds, physionet2012, physionet2019, tables
 from hymate.data.download import download_physionet2012
 from hymate.data.schema import EventData
 from hymate.data.sources import Source, is_archive
@@ -27,17 +27,19 @@ from hymate.io import atomic_folder, exclusive, remove_leftovers
 DATA_ENV = "HYMATE_DATA"
 CACHE_ENV = "HYMATE_CACHE"
 
-READERS = {physionet2012.NAME: physionet2012, physionet2019.NAME: physionet2019, meds.NAME: meds}
+READERS = {physionet2012.NAME: physionet2012, physionet2019.NAME: physionet2019, meds.NAME: meds, tables.NAME: tables}
 # Names a dataset may have inside a data location (first match wins).
 _SUBFOLDERS = {
     physionet2012.NAME: ("physionet2012", "physionet-challenge-2012", "challenge-2012"),
     physionet2019.NAME: ("physionet2019", "physionet-challenge-2019", "challenge-2019"),
     meds.NAME: ("meds",),
+    tables.NAME: ("table", "tables"),
 }
 _MARKERS = {
     physionet2012.NAME: ("set-a", "set-a.tar.gz", "physionet-challenge-2012.tar.gz"),
     physionet2019.NAME: ("training_setA", "training_setB", "training", "physionet-challenge-2019-training.tar.gz"),
     meds.NAME: ("data", "metadata"),
+    tables.NAME: (tables.SPEC_FILE, "events.csv", "events.parquet", "events"),
 }
 # How each dataset can be provided (the message of a DataNotFoundError).
 _HOW_TO_PROVIDE = {
@@ -56,6 +58,12 @@ _HOW_TO_PROVIDE = {
         "  * point --data-dir (or ${env}) at a MEDS dataset's root: the folder holding data/ (the\n"
         "    *.parquet shards) and metadata/ (dataset.json, codes.parquet, subject_splits.parquet),\n"
         "    as a MEDS ETL writes it (MIMIC-IV: MIMIC_IV_MEDS; eICU: eICU_MEDS), or `hymate export meds`."
+    ),
+    tables.NAME: (
+        "  * run `hymate prepare table EVENTS --labels LABELS [--statics S] [--time-unit U]`, which writes\n"
+        "    hymate-table.json next to EVENTS; then pass that folder as --data-dir (or ${env}), or\n"
+        "  * point --data-dir at a folder holding events.csv or events.parquet (long: stay_id, time,\n"
+        "    variable, value; wide: stay_id, time, one column per variable), times in hours."
     ),
 }
 

@@ -131,6 +131,21 @@ def task_from_spec(spec: dict, file: Path | None = None) -> Task:
         raise CheckpointError(f"{file}: field 'task_spec' is not a MEDS task spec ({exc})") from None
 
 
+def encode_labels(rows: pl.DataFrame, label_type: str, classes: tuple[str, ...], indices: bool, path: Path) -> pl.DataFrame:
+    """`rows`' value as the task's label: 0/1, a class index (the position of its class in
+    `classes`; `indices`: already one), or the number. A class not in `classes` is an error."""
+    if label_type == "binary" or (label_type == "multiclass" and indices):
+        return rows.with_columns(pl.col("value").cast(pl.Float64))
+    if label_type == "multiclass":
+        index = {c: k for k, c in enumerate(classes)}
+        unknown = rows.filter(~pl.col("value").cast(pl.String).is_in(list(classes)))
+        if unknown.height:
+            raise DataError(f"labels at {path}: classes {unknown.get_column('value').unique().head(5).to_list()} "
+                            f"are not among the task's {list(classes)}")  # fmt: skip
+        return rows.with_columns(pl.col("value").cast(pl.String).replace_strict(index, return_dtype=pl.Float64))
+    return rows
+
+
 def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
     path, column, classes = Path(spec["labels"]), spec["column"], tuple(spec["classes"])
     label_type = VALUE_COLUMNS[column]
@@ -141,18 +156,7 @@ def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
             cache["labels"], found = read_labels(path)
             if found != column:
                 raise DataError(f"labels at {path} now hold {found}; the task was built on {column}")
-        rows = cache["labels"]
-        if label_type == "binary":
-            rows = rows.with_columns(pl.col("value").cast(pl.Float64))
-        elif label_type == "multiclass" and spec.get("class_names"):
-            rows = rows.with_columns(pl.col("value").cast(pl.Float64))  # already class indices (hymate's export)
-        elif label_type == "multiclass":
-            index = {c: k for k, c in enumerate(classes)}
-            unknown = rows.filter(~pl.col("value").cast(pl.String).is_in(list(classes)))
-            if unknown.height:
-                raise DataError(f"labels at {path}: classes {unknown.get_column('value').unique().head(5).to_list()} "
-                                f"are not among the task's {list(classes)}")  # fmt: skip
-            rows = rows.with_columns(pl.col("value").cast(pl.String).replace_strict(index, return_dtype=pl.Float64))
+        rows = encode_labels(cache["labels"], label_type, classes, bool(spec.get("class_names")), path)
         joined = rows.join(data.stays.select(pl.col("stay_id").alias("subject_id"), "origin"), on="subject_id", how="left")
         report = data.report
         unknown = joined.filter(pl.col("origin").is_null())

@@ -285,8 +285,8 @@ def load_checkpoint(folder: Path):
     if not isinstance(raw, dict):
         raise CheckpointError(f"{file}: expected a JSON object, got {type(raw).__name__}")
     check_format(raw, file)
-    if isinstance(raw.get("task_spec"), dict):  # a task built from a file (MEDS labels): rebuilt from its spec
-        from hymate.tasks.meds import task_from_spec
+    if isinstance(raw.get("task_spec"), dict):  # a task built from a file (MEDS or table labels): rebuilt from its spec
+        from hymate.tasks.registry import task_from_spec
 
         task = task_from_spec(raw["task_spec"], file)
         TASKS = {**TASKS, task.name: task}
