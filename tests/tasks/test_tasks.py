@@ -197,7 +197,7 @@ def test_get_task_by_name_dataset_and_short_name():
 
 
 def test_get_task_errors_name_what_is_known():
-    with pytest.raises(HymateError, match="unknown dataset or task 'physionet2013'; datasets: physionet2012, physionet2019; "
+    with pytest.raises(HymateError, match="unknown dataset or task 'physionet2013'; datasets: meds, physionet2012, physionet2019, table; "
                                           "tasks: physionet2012-mortality, "):  # fmt: skip
         get_task("physionet2013")
     with pytest.raises(HymateError, match="unknown task 'sepsis-online' for physionet2012; known: mortality, los-3d, "
@@ -256,3 +256,9 @@ def test_a_good_label_table_is_sorted_typed_and_keeps_only_stays_with_a_predicti
     assert view.stay_ids == [1, 2, 3] and set(view.events.get_column("stay_id")) == set(
         view.statics.get_column("stay_id")
     ) == {1, 2, 3}
+
+
+def test_file_backed_datasets_ask_for_their_label_file():
+    for dataset in ("meds", "table"):
+        with pytest.raises(HymateError, match="--task"):
+            get_task(dataset)
