@@ -10,7 +10,8 @@ runs are reused, so an interrupted benchmark continues. The trivial baseline pre
 training labels alone, on the same test stays: the training prevalence (binary), the class
 frequencies (multiclass), the training median (regression). Prints the table and writes
 benchmarks/results/tasks.json: rows {"task", "model", "seed", "label_type", <metrics>, "budget", ...};
-a run with a budget other than the default writes beside its runs instead, unless --results names the file.
+a run with a budget other than the default writes beside its runs instead, unless --results names the file
+(the reduced-budget table of 2026-12-03 is results/tasks_ep5-train2000.json).
 """
 
 from __future__ import annotations
