@@ -39,13 +39,13 @@ import json
 import re
 from pathlib import Path
 
-import meds
 import polars as pl
 import pyarrow.parquet as pq
 from flexible_schema.exceptions import SchemaValidationError, TableValidationError
 
+import meds
 from hymate.data.schema import EventData, hours_since
-from hymate.data.sources import Source
+from hymate.data.sources import Source, content_hash, read_json_object
 from hymate.errors import DataError, DataNotFoundError
 
 NAME = "meds"
@@ -197,7 +197,7 @@ def _build(rows: pl.DataFrame, splits: pl.DataFrame | None, metadata: dict, sour
         "static_columns": [c for c in statics.columns if c != "stay_id"],
         "excluded_stays": excluded,
         "skipped_values": skipped,
-        "content_sha256": _content_hash(files),
+        "content_sha256": content_hash(files),
     }
     return EventData(name=NAME, events=events, statics=statics.sort("stay_id"), labels=labels, stays=stays.sort("stay_id"),
                      report=report)  # fmt: skip
@@ -232,15 +232,7 @@ def hymate_notes(root: Path) -> dict:
     """`metadata/hymate.json` (written by `hymate export meds`: the time anchor, each label file's
     task settings), or {} for a MEDS dataset from elsewhere."""
     path = Path(root) / "metadata" / "hymate.json"
-    if not path.is_file():
-        return {}
-    try:
-        notes = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DataError(f"{path} is not JSON ({exc})") from None
-    if not isinstance(notes, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return notes
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _check_codes(root: Path) -> None:
@@ -270,14 +262,6 @@ def _read_table(path: Path, root: Path, schema):
     except (OSError, ValueError) as exc:
         raise DataError(f"{_rel(path, root)} is not a readable Parquet file ({exc})") from None
     return table
-
-
-def _content_hash(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
-    return h.hexdigest()
 
 
 def _rel(path, root: Path) -> str:

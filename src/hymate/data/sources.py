@@ -153,3 +153,25 @@ def _iter_archive(archive: Path, wanted) -> Iterator[tuple[str, bytes]]:
             f"archive {archive} is truncated or corrupt ({type(exc).__name__}: {exc}). "
             "Download it again, or point the data location at an extracted folder."
         ) from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a settings file beside the data (hymate.json, hymate-table.json)."""
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise DataError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return value
+
+
+def content_hash(files: list[Path]) -> str:
+    """sha256 over the files' contents, streamed, in the given order (taken once, at preparation)."""
+    h = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()

@@ -42,7 +42,7 @@ from pathlib import Path
 import polars as pl
 
 from hymate.data.schema import EventData, hours_since
-from hymate.data.sources import Source
+from hymate.data.sources import Source, content_hash, read_json_object
 from hymate.errors import DataError, DataNotFoundError
 from hymate.io import write_atomic
 
@@ -91,12 +91,7 @@ def load_spec(root: Path) -> dict:
     root = Path(root)
     file = root / SPEC_FILE
     if file.is_file():
-        try:
-            spec = json.loads(file.read_text())
-        except ValueError as exc:
-            raise DataError(f"{file} is not JSON ({exc})") from None
-        if not isinstance(spec, dict):
-            raise DataError(f"{file}: expected a JSON object")
+        spec = read_json_object(file)
         unknown = sorted(set(spec) - _SPEC_KEYS)
         if unknown:
             raise DataError(f"{file}: unknown keys {unknown}; known: {sorted(_SPEC_KEYS)}")
@@ -214,7 +209,7 @@ def read(source: Source, progress: bool = True, require_labels: bool = True) -> 
         "excluded_stays": excluded,
         "skipped_values": losses.values,
         "skipped_lines": losses.lines,
-        "content_sha256": _content_hash(files),
+        "content_sha256": content_hash(files),
     }
     return EventData(name=NAME, events=events, statics=statics.sort("stay_id"),
                      labels=pl.DataFrame(schema={"stay_id": pl.Int64, "prediction_time": pl.Float64, "label": pl.Boolean}),
@@ -425,9 +420,4 @@ def _read_statics(path: Path, unit: str, losses: _Losses) -> tuple[pl.DataFrame,
     return statics, pl.concat(admissions) if admissions else None
 
 
-def _content_hash(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
-    return h.hexdigest()
+
