@@ -39,11 +39,11 @@ import json
 import re
 from pathlib import Path
 
+import meds
 import polars as pl
 import pyarrow.parquet as pq
 from flexible_schema.exceptions import SchemaValidationError, TableValidationError
 
-import meds
 from hymate.data.schema import EventData, hours_since
 from hymate.data.sources import Source, content_hash, read_json_object
 from hymate.errors import DataError, DataNotFoundError

@@ -27,11 +27,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import meds
 import polars as pl
 import pyarrow.parquet as pq
 from flexible_schema.exceptions import SchemaValidationError, TableValidationError
 
-import meds
 from hymate.data import meds as meds_reader
 from hymate.data.schema import EventData
 from hymate.errors import CheckpointError, DataError, DataNotFoundError

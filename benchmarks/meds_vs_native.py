@@ -2,8 +2,8 @@
 through `hymate export meds` -> `hymate prepare meds` -> `hymate train meds`, next to `hymate prepare`
 -> `hymate train` on the same split and seed.
 
-    python benchmarks/meds.py                                  # preparation only (minutes)
-    python benchmarks/meds.py --train --epochs 3 --train-stays 2000 --models hymate,lightgbm
+    python benchmarks/meds_vs_native.py                                  # preparation only (minutes)
+    python benchmarks/meds_vs_native.py --train --epochs 3 --train-stays 2000 --models hymate,lightgbm
 
 Each step is its own process in a fresh cache, timed, with its peak resident memory (GNU time's
 maximum RSS). With --train, each model is trained on both paths at the given budget and its test
