@@ -204,3 +204,21 @@ def test_real_p12_round_trips_through_meds(p12, tmp_path):
     assert back.events.height == 5_205_660 and back.stays.height == 11_988
     _same(p12, back)
     assert json.loads((tmp_path / "meds" / "metadata" / "hymate.json").read_text())["time_anchor"].startswith("2000-01-01")
+
+
+def test_exported_p19_reads_back_with_the_native_events_statics_and_hourly_labels(tmp_path):
+    from hymate.data import physionet2019
+    from tests.data.test_physionet2019_bad_input import write_p19
+
+    write_p19(tmp_path / "raw", per_set=6)
+    native = physionet2019.read(Source(tmp_path / "raw"), progress=False)
+    task = get_task("physionet2019", "sepsis-online")
+    export_meds(native, tmp_path / "meds", tasks_of("physionet2019"), None)  # 2 septic stays: too few to split
+    back = read(tmp_path / "meds")
+    _same(native, back)
+    ours = get_task("meds", str(tmp_path / "meds" / "labels" / "sepsis-online.parquet"))
+    assert ours.label_type == "binary" and ours.window_hours == task.window_hours
+    expected = task.view(native).labels.drop_nulls("label")
+    got = ours.view(back).labels
+    assert got.select("stay_id", "prediction_time").equals(expected.select("stay_id", "prediction_time"))
+    assert got.get_column("label").equals(expected.get_column("label"))
