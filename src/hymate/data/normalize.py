@@ -139,9 +139,9 @@ class Normalizer:
             }
         )  # fmt: skip
         if self.min_count > 0:  # a rare or unseen code is read as its prefix's "other" token, where there is one
-            known = pl.col("variable").is_in(pl.Series(self.variables, dtype=pl.String).implode())
-            other = other_token(pl.col("variable"))
-            usable = other.is_in(pl.Series(self.variables, dtype=pl.String).implode())
+            vocabulary = pl.Series(self.variables, dtype=pl.String).implode()
+            known, other = pl.col("variable").is_in(vocabulary), other_token(pl.col("variable"))
+            usable = other.is_in(vocabulary)
             events = events.with_columns(pl.when(~known & usable).then(other).otherwise(pl.col("variable")).alias("variable"))
         joined = events.join(vocab, on="variable", how="left", maintain_order="left")
         unknown_rows = joined.filter(pl.col("var_idx").is_null())

@@ -146,17 +146,29 @@ def encode_labels(rows: pl.DataFrame, label_type: str, classes: tuple[str, ...],
     return rows
 
 
+def lazy_labels(labels: pl.DataFrame | None, read, column: str, path: Path):
+    """The task's labels: `labels` when they were read to build the task, else read on first use (a
+    task rebuilt from a checkpoint's spec: `predict` needs no label file); a file that now holds
+    another value column than the task was built on is an error."""
+    cache = {"labels": labels}
+
+    def get() -> pl.DataFrame:
+        if cache["labels"] is None:
+            cache["labels"], found = read()
+            if found != column:
+                raise DataError(f"labels at {path} now hold {found}; the task was built on {column}")
+        return cache["labels"]
+
+    return get
+
+
 def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
     path, column, classes = Path(spec["labels"]), spec["column"], tuple(spec["classes"])
     label_type = VALUE_COLUMNS[column]
-    cache = {"labels": labels}
+    get_labels = lazy_labels(labels, lambda: read_labels(path), column, path)
 
     def build(data: EventData) -> EventData:
-        if cache["labels"] is None:
-            cache["labels"], found = read_labels(path)
-            if found != column:
-                raise DataError(f"labels at {path} now hold {found}; the task was built on {column}")
-        rows = encode_labels(cache["labels"], label_type, classes, bool(spec.get("class_names")), path)
+        rows = encode_labels(get_labels(), label_type, classes, bool(spec.get("class_names")), path)
         joined = rows.join(data.stays.select(pl.col("stay_id").alias("subject_id"), "origin"), on="subject_id", how="left")
         report = data.report
         unknown = joined.filter(pl.col("origin").is_null())

@@ -28,7 +28,7 @@ from hymate.data import tables as reader
 from hymate.data.schema import EventData, hours_since
 from hymate.errors import CheckpointError, DataError
 from hymate.tasks.base import Task, excluded
-from hymate.tasks.meds import DEFAULT_WINDOW_HOURS, VALUE_COLUMNS, encode_labels
+from hymate.tasks.meds import DEFAULT_WINDOW_HOURS, VALUE_COLUMNS, encode_labels, lazy_labels
 
 PROTOCOLS = ("splits5", "kfold5")
 LABEL_COLUMN = "label"
@@ -158,14 +158,10 @@ def task_from_spec(spec: dict, file: Path | None = None) -> Task:
 def _task(spec: dict, labels: pl.DataFrame | None) -> Task:
     path, column, classes = Path(spec["labels"]), spec["column"], tuple(spec["classes"])
     label_type = VALUE_COLUMNS[column]
-    cache = {"labels": labels}
+    get_labels = lazy_labels(labels, lambda: read_labels(path, spec["label_type"]), column, path)
 
     def build(data: EventData) -> EventData:
-        if cache["labels"] is None:
-            cache["labels"], found = read_labels(path, spec["label_type"])
-            if found != column:
-                raise DataError(f"labels at {path} now hold {found}; the task was built on {column}")
-        rows = encode_labels(cache["labels"], label_type, classes, False, path)
+        rows = encode_labels(get_labels(), label_type, classes, False, path)
         unit = data.report.get("table", {}).get("time_unit", "hours")
         stamped = rows.schema["prediction_time"] != pl.Float64
         if stamped != (unit == "timestamp"):

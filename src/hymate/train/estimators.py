@@ -285,18 +285,19 @@ def load_checkpoint(folder: Path):
     if not isinstance(raw, dict):
         raise CheckpointError(f"{file}: expected a JSON object, got {type(raw).__name__}")
     check_format(raw, file)
+    known = dict(TASKS)
     if isinstance(raw.get("task_spec"), dict):  # a task built from a file (MEDS or table labels): rebuilt from its spec
         from hymate.tasks.registry import task_from_spec
 
-        task = task_from_spec(raw["task_spec"], file)
-        TASKS = {**TASKS, task.name: task}
-    if raw.get("task") not in TASKS:
+        rebuilt = task_from_spec(raw["task_spec"], file)
+        known[rebuilt.name] = rebuilt
+    if raw.get("task") not in known:
         raise CheckpointError(f"checkpoint task {raw.get('task')!r} is unknown to this version of hymate "
-                              f"(known: {', '.join(TASKS)})")  # fmt: skip
+                              f"(known: {', '.join(known)})")  # fmt: skip
     if raw.get("kind") not in ("neural", "tabular"):
         raise CheckpointError(f"checkpoint {folder} has an unknown kind {raw.get('kind')!r} (neural or tabular)")
     meta = validate(raw, CheckpointConfig, file)
-    task = TASKS[meta.task]
+    task = known[meta.task]
     _check_task(meta, task, file)
     cls = NeuralEstimator if meta.kind == "neural" else TabularEstimator
     return cls.load(folder, meta, raw, task), task, raw
